@@ -1,0 +1,1 @@
+//! (phase module: being written)
