@@ -10,6 +10,7 @@ pub mod data;
 pub mod demo;
 pub mod echo;
 pub mod logging;
+pub mod rt;
 pub mod snapshot;
 
 /// Dispatch a parsed command line; returns the process exit code.

@@ -1,0 +1,87 @@
+//! Runtime plumbing shared by the gateway workers and the echo server: driver choice
+//! (io_uring, else epoll) and `SO_REUSEPORT` listeners. One runtime per thread, never shared.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+
+use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
+
+use crate::config::DriverChoice;
+
+/// io_uring submission queue size per worker (monoio's default is 1024).
+const URING_ENTRIES: u32 = 4096;
+/// Listen backlog: the kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// The driver a runtime actually uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverKind {
+    IoUring,
+    Epoll,
+}
+
+impl DriverKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriverKind::IoUring => "io_uring",
+            DriverKind::Epoll => "epoll",
+        }
+    }
+}
+
+/// Decide the driver once per process. `iouring` where io_uring is unavailable is an error
+/// (exit 2, DESIGN §12); `auto` falls back to epoll.
+pub fn resolve_driver(choice: DriverChoice) -> Result<DriverKind, String> {
+    match choice {
+        DriverChoice::Epoll => Ok(DriverKind::Epoll),
+        DriverChoice::Auto => Ok(if monoio::utils::detect_uring() {
+            DriverKind::IoUring
+        } else {
+            DriverKind::Epoll
+        }),
+        DriverChoice::IoUring => {
+            if monoio::utils::detect_uring() {
+                Ok(DriverKind::IoUring)
+            } else {
+                Err("--driver iouring: io_uring is not available here (old kernel, seccomp \
+                     profile or io_uring_disabled sysctl); use --driver epoll or auto"
+                    .to_string())
+            }
+        }
+    }
+}
+
+/// Build a runtime (with timers) of the given kind on this thread and run `fut` to completion.
+pub fn block_on<F: Future>(kind: DriverKind, fut: F) -> io::Result<F::Output> {
+    match kind {
+        DriverKind::IoUring => {
+            let mut rt = RuntimeBuilder::<IoUringDriver>::new()
+                .with_entries(URING_ENTRIES)
+                .enable_timer()
+                .build()?;
+            Ok(rt.block_on(fut))
+        }
+        DriverKind::Epoll => {
+            let mut rt = RuntimeBuilder::<LegacyDriver>::new()
+                .with_entries(URING_ENTRIES)
+                .enable_timer()
+                .build()?;
+            Ok(rt.block_on(fut))
+        }
+    }
+}
+
+/// A listening socket with `SO_REUSEPORT` (and `SO_REUSEADDR`), so each worker owns one and
+/// the kernel spreads accepts without a shared accept lock. Created in std form so it can be
+/// bound before the runtime exists; convert with `monoio::net::TcpListener::from_std`.
+pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
