@@ -66,7 +66,9 @@ impl FileConfig {
     /// Parse YAML text. Structural problems (bad YAML, a scalar where a used key needs a map, a
     /// key written twice via dotted and nested forms) are all returned together.
     pub fn parse(text: &str) -> Result<FileConfig, Vec<String>> {
-        let root: Value = serde_yaml::from_str(text).map_err(|e| vec![yaml_problem(&e)])?;
+        let mut root: Value = serde_yaml::from_str(text).map_err(|e| vec![yaml_problem(&e)])?;
+        // SnakeYAML (Spring) applies `<<: *anchor` merge keys; so do we.
+        root.apply_merge().map_err(|e| vec![yaml_problem(&e)])?;
         let mut flat = Flat::default();
         match untag(&root) {
             Value::Null => {}
@@ -79,19 +81,9 @@ impl FileConfig {
         if !flat.problems.is_empty() {
             return Err(flat.problems);
         }
-        let mut values = BTreeMap::new();
-        let mut unknown_keys = Vec::new();
-        for (path, value) in flat.leaves {
-            match keys::ALL.iter().find(|k| **k == path) {
-                Some(key) => {
-                    values.insert(*key, value);
-                }
-                None => unknown_keys.push(path),
-            }
-        }
         Ok(FileConfig {
-            values,
-            unknown_keys,
+            values: flat.used,
+            unknown_keys: flat.unknown.into_iter().collect(),
         })
     }
 
@@ -107,7 +99,10 @@ impl FileConfig {
 /// Collects leaf paths while walking nested maps.
 #[derive(Default)]
 struct Flat {
-    leaves: BTreeMap<String, Value>,
+    /// Used keys by their canonical name (see [`canonical`]).
+    used: BTreeMap<&'static str, Value>,
+    /// Other keys by path as written, sorted.
+    unknown: BTreeSet<String>,
     problems: Vec<String>,
 }
 
@@ -137,16 +132,32 @@ impl Flat {
 
     fn walk(&mut self, path: String, value: &Value) {
         let value = untag(value);
-        let used = keys::ALL.contains(&path.as_str());
-        if let (Value::Mapping(map), false) = (value, used) {
+        let canon = canonical(&path);
+        let used = keys::ALL.iter().find(|k| canonical(k) == canon).copied();
+        if let (Value::Mapping(map), None) = (value, used) {
             if !map.is_empty() {
                 self.walk_map(&path, map);
                 return;
             }
         }
-        let below: Vec<&str> = keys::ALL
+        if let Some(key) = used {
+            if self.used.insert(key, value.clone()).is_some() {
+                self.problems.push(format!(
+                    "{key}: set twice (nested and dotted forms, or two spellings)"
+                ));
+            }
+            return;
+        }
+        // Used keys below this path, shown by their names relative to it.
+        let depth = path.split('.').count();
+        let below: Vec<String> = keys::ALL
             .iter()
-            .filter_map(|k| k.strip_prefix(path.as_str())?.strip_prefix('.'))
+            .filter(|k| {
+                canonical(k)
+                    .strip_prefix(&canon)
+                    .is_some_and(|rest| rest.starts_with('.'))
+            })
+            .map(|k| k.split('.').skip(depth).collect::<Vec<_>>().join("."))
             .collect();
         if !below.is_empty() {
             // `capi:` or `capi: {}` sets nothing; a scalar or list where used keys need a map
@@ -161,13 +172,17 @@ impl Flat {
             }
             return;
         }
-        if self.leaves.contains_key(&path) {
-            self.problems
-                .push(format!("{path}: set twice (nested and dotted forms)"));
-            return;
-        }
-        self.leaves.insert(path, value.clone());
+        self.unknown.insert(path);
     }
+}
+
+/// Spring relaxed binding: `max-header-bytes`, `maxHeaderBytes`, `max_header_bytes` and
+/// `MAX-HEADER-BYTES` name the same property. Compared in lower case without `-` and `_`.
+fn canonical(path: &str) -> String {
+    path.chars()
+        .filter(|c| *c != '-' && *c != '_')
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
 }
 
 /// A mapping key as text (Spring keys are strings; numbers and booleans are accepted as text).
@@ -531,7 +546,12 @@ mod tests {
 
     #[test]
     fn uint_reader_is_lenient_like_spring() {
-        let cases: &[(&str, &str, Result<Option<u64>, &str>)] = &[
+        type Case = (
+            &'static str,
+            &'static str,
+            Result<Option<u64>, &'static str>,
+        );
+        let cases: &[Case] = &[
             ("int", "8382", Ok(Some(8382))),
             ("string", "\"8382\"", Ok(Some(8382))),
             ("string_spaces", "\" 8382 \"", Ok(Some(8382))),
@@ -556,7 +576,8 @@ mod tests {
 
     #[test]
     fn bool_reader_accepts_strings_in_any_case() {
-        let cases: &[(&str, &str, Result<Option<bool>, ()>)] = &[
+        type Case = (&'static str, &'static str, Result<Option<bool>, ()>);
+        let cases: &[Case] = &[
             ("yaml_true", "true", Ok(Some(true))),
             ("yaml_false", "false", Ok(Some(false))),
             ("string_upper", "\"TRUE\"", Ok(Some(true))),
@@ -574,7 +595,8 @@ mod tests {
 
     #[test]
     fn text_list_reader() {
-        let cases: &[(&str, &str, Result<Vec<&str>, ()>)] = &[
+        type Case = (&'static str, &'static str, Result<Vec<&'static str>, ()>);
+        let cases: &[Case] = &[
             ("list", "[a, b]", Ok(vec!["a", "b"])),
             ("comma_string", "\"a, b,,c \"", Ok(vec!["a", "b", "c"])),
             ("empty", "", Ok(vec![])),
@@ -630,9 +652,69 @@ camel: 3
 ";
         let problems = FileConfig::parse(text).unwrap_err();
         assert_eq!(problems.len(), 3, "{problems:?}");
-        assert!(problems[0].starts_with("capi.websocket.server: expected a map"));
+        assert!(problems[0].starts_with("capi.websocket.server: expected a map (with host, port)"));
         assert!(problems[1].starts_with("capi.mode: set twice"));
-        assert!(problems[2].starts_with("camel: expected a map"));
+        assert!(
+            problems[2].starts_with("camel: expected a map (with servlet.mapping.context-path)")
+        );
+    }
+
+    #[test]
+    fn relaxed_binding_matches_spring_spellings() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "camel",
+                "capi.websocket.maxHeaderBytes: 2048",
+                keys::MAX_HEADER_BYTES,
+            ),
+            (
+                "snake",
+                "capi.websocket.max_header_bytes: 2048",
+                keys::MAX_HEADER_BYTES,
+            ),
+            (
+                "upper",
+                "CAPI.WEBSOCKET.MAX-HEADER-BYTES: 2048",
+                keys::MAX_HEADER_BYTES,
+            ),
+            (
+                "camel_section",
+                "camel.servlet.mapping.contextPath: 2048",
+                keys::CONTEXT_PATH,
+            ),
+        ];
+        for (name, text, key) in cases {
+            let f = FileConfig::parse(text).unwrap();
+            assert_eq!(
+                f.get(key).and_then(|v| v.as_u64()),
+                Some(2048),
+                "case {name}"
+            );
+            assert!(
+                f.unknown_keys.is_empty(),
+                "case {name}: {:?}",
+                f.unknown_keys
+            );
+        }
+        let twice = "capi.websocket:\n  max-header-bytes: 1\n  maxHeaderBytes: 2\n";
+        let problems = FileConfig::parse(twice).unwrap_err();
+        assert!(problems[0].starts_with("capi.websocket.max-header-bytes: set twice"));
+    }
+
+    #[test]
+    fn merge_keys_are_applied() {
+        let text = "
+defaults: &ws
+  port: 9000
+capi:
+  websocket:
+    server:
+      <<: *ws
+      host: h
+";
+        let f = FileConfig::parse(text).unwrap();
+        assert_eq!(f.get(keys::PORT).and_then(|v| v.as_u64()), Some(9000));
+        assert_eq!(f.unknown_keys, vec!["defaults.port"]);
     }
 
     #[test]

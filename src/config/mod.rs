@@ -285,3 +285,345 @@ pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        type Case = (&'static str, &'static str, Result<Vec<usize>, &'static str>);
+        let cases: &[Case] = &[
+            ("single", "0", Ok(vec![0])),
+            ("list_and_range", "0,2-3", Ok(vec![0, 2, 3])),
+            ("order_kept", "3,1", Ok(vec![3, 1])),
+            ("spaces", " 1 , 4 - 5 ", Ok(vec![1, 4, 5])),
+            ("one_element_range", "2-2", Ok(vec![2])),
+            ("reversed", "3-1", Err("reversed")),
+            ("word", "a", Err("got \"a\"")),
+            ("empty", "", Err("empty value")),
+            ("blank", "  ", Err("empty value")),
+            ("trailing_comma", "1,", Err("got \"\"")),
+            ("open_range", "1-", Err("got \"1-\"")),
+            ("negative", "-1", Err("got \"-1\"")),
+            ("duplicate", "1,0-2", Err("CPU 1 is listed twice")),
+            ("too_big", "0-9000", Err("CPU 9000 is out of range")),
+        ];
+        for (name, input, want) in cases {
+            let got = parse_cpu_list(input);
+            match (want, &got) {
+                (Ok(w), Ok(g)) => assert_eq!(g, w, "case {name}"),
+                (Err(w), Err(g)) => assert!(g.contains(w), "case {name}: {g}"),
+                _ => panic!("case {name}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn overrides_apply_over_the_file() {
+        type Check = fn(&Settings) -> bool;
+        let file_cpus = "capi.websocket.cpus: [4, 5]";
+        let cases: &[(&str, &str, RunArgs, Check)] = &[
+            ("none", "", RunArgs::default(), |s| {
+                s.workers == 0 && s.pinning == Pinning::None && s.port == 8382
+            }),
+            (
+                "workers",
+                "capi.websocket.workers: 2",
+                RunArgs {
+                    workers: Some(6),
+                    ..Default::default()
+                },
+                |s| s.workers == 6,
+            ),
+            (
+                "cpus_sets_workers",
+                "",
+                RunArgs {
+                    cpus: Some("0,2-3".into()),
+                    ..Default::default()
+                },
+                |s| s.pinning == Pinning::List(vec![0, 2, 3]) && s.workers == 3,
+            ),
+            (
+                "cpus_with_fewer_workers",
+                "",
+                RunArgs {
+                    cpus: Some("0-3".into()),
+                    workers: Some(2),
+                    ..Default::default()
+                },
+                |s| s.pinning == Pinning::List(vec![0, 1, 2, 3]) && s.workers == 2,
+            ),
+            (
+                "cpus_replace_file_list",
+                file_cpus,
+                RunArgs {
+                    cpus: Some("0-2".into()),
+                    ..Default::default()
+                },
+                |s| s.pinning == Pinning::List(vec![0, 1, 2]) && s.workers == 3,
+            ),
+            (
+                "pin_replaces_file_list",
+                file_cpus,
+                RunArgs {
+                    pin: true,
+                    ..Default::default()
+                },
+                |s| s.pinning == Pinning::Sequential && s.workers == 2,
+            ),
+            (
+                "pin",
+                "",
+                RunArgs {
+                    pin: true,
+                    ..Default::default()
+                },
+                |s| s.pinning == Pinning::Sequential && s.workers == 0,
+            ),
+            (
+                "file_list_fewer_workers_flag",
+                file_cpus,
+                RunArgs {
+                    workers: Some(1),
+                    ..Default::default()
+                },
+                |s| s.workers == 1 && s.pinning == Pinning::List(vec![4, 5]),
+            ),
+            (
+                "driver",
+                "",
+                RunArgs {
+                    driver: Some("EPOLL".into()),
+                    ..Default::default()
+                },
+                |s| s.driver == DriverChoice::Epoll,
+            ),
+            (
+                "driver_iouring",
+                "",
+                RunArgs {
+                    driver: Some("io_uring".into()),
+                    ..Default::default()
+                },
+                |s| s.driver == DriverChoice::IoUring,
+            ),
+            (
+                "host_port_admin",
+                "capi.websocket.server: {host: a, port: 1}\nmanagement.server.port: 2",
+                RunArgs {
+                    host: Some("127.0.0.1".into()),
+                    port: Some(0),
+                    admin_port: Some(0),
+                    ..Default::default()
+                },
+                |s| s.host == "127.0.0.1" && s.port == 0 && s.admin_port == 0,
+            ),
+            (
+                "log",
+                "",
+                RunArgs {
+                    log_level: Some("capi_ws=debug".into()),
+                    log_format: Some("json".into()),
+                    ..Default::default()
+                },
+                |s| s.log_level == "capi_ws=debug" && s.log_format == LogFormat::Json,
+            ),
+        ];
+        for (name, text, args, check) in cases {
+            let mut s = load_str_with_env(text, &|_| None).unwrap();
+            match apply_overrides(&mut s, args) {
+                Ok(()) => assert!(check(&s), "case {name}: {s:?}"),
+                Err(e) => panic!("case {name}: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn bad_flags_name_the_flag_and_are_all_reported() {
+        let cases: &[(&str, &str, RunArgs, &[&str])] = &[
+            (
+                "cpus_bad",
+                "",
+                RunArgs {
+                    cpus: Some("3-1".into()),
+                    ..Default::default()
+                },
+                &["--cpus: range"],
+            ),
+            (
+                "cpus_empty",
+                "",
+                RunArgs {
+                    cpus: Some(String::new()),
+                    ..Default::default()
+                },
+                &["--cpus: expected"],
+            ),
+            (
+                "cpus_too_few",
+                "",
+                RunArgs {
+                    cpus: Some("0".into()),
+                    workers: Some(2),
+                    ..Default::default()
+                },
+                &["--cpus: lists 1 CPU(s) but --workers asks for 2 workers"],
+            ),
+            (
+                "file_cpus_too_few_for_flag",
+                "capi.websocket.cpus: [0]",
+                RunArgs {
+                    workers: Some(3),
+                    ..Default::default()
+                },
+                &["capi.websocket.cpus: lists 1 CPU(s) but --workers asks for 3"],
+            ),
+            (
+                "workers_big",
+                "",
+                RunArgs {
+                    workers: Some(100_000),
+                    ..Default::default()
+                },
+                &["--workers: expected"],
+            ),
+            (
+                "driver",
+                "",
+                RunArgs {
+                    driver: Some("kqueue".into()),
+                    ..Default::default()
+                },
+                &["--driver: expected auto, iouring or epoll, got \"kqueue\""],
+            ),
+            (
+                "host",
+                "",
+                RunArgs {
+                    host: Some(" ".into()),
+                    ..Default::default()
+                },
+                &["--host: expected"],
+            ),
+            (
+                "log_level",
+                "",
+                RunArgs {
+                    log_level: Some("=[".into()),
+                    ..Default::default()
+                },
+                &["--log-level: expected"],
+            ),
+            (
+                "log_format",
+                "",
+                RunArgs {
+                    log_format: Some("xml".into()),
+                    ..Default::default()
+                },
+                &["--log-format: expected text or json"],
+            ),
+            (
+                "several",
+                "",
+                RunArgs {
+                    driver: Some("x".into()),
+                    log_format: Some("y".into()),
+                    cpus: Some("a".into()),
+                    ..Default::default()
+                },
+                &["--cpus:", "--driver:", "--log-format:"],
+            ),
+        ];
+        for (name, text, args, want) in cases {
+            let mut s = load_str_with_env(text, &|_| None).unwrap();
+            let err = apply_overrides(&mut s, args).expect_err(name);
+            assert_eq!(err.problems.len(), want.len(), "case {name}: {err}");
+            for (p, w) in err.problems.iter().zip(want.iter()) {
+                assert!(
+                    p.starts_with(w),
+                    "case {name}: {p:?} does not start with {w:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn error_display_is_one_problem_per_line() {
+        let e = load_str_with_env("capi.mode: rest\ncapi.websocket.server.port: x\n", &|_| {
+            None
+        })
+        .unwrap_err();
+        let text = e.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with("capi.mode: "));
+        assert!(lines[1].starts_with("capi.websocket.server.port: "));
+    }
+
+    #[test]
+    fn load_file_names_the_path() {
+        // 1. a missing file is one problem naming the path;
+        // 2. a YAML syntax error names the path and the position;
+        // 3. a good file loads.
+        let dir = std::env::temp_dir().join(format!("capi-ws-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.yaml");
+        let err = load_file(&missing).unwrap_err();
+        assert_eq!(err.problems.len(), 1);
+        assert!(err.problems[0].starts_with(&format!("{}: cannot read", missing.display())));
+
+        let broken = dir.join("broken.yaml");
+        std::fs::write(&broken, "capi:\n  mode: [websocket\n").unwrap();
+        let err = load_file(&broken).unwrap_err();
+        assert!(
+            err.problems[0].starts_with(&format!("{}: invalid YAML at line", broken.display())),
+            "{err}"
+        );
+
+        let good = dir.join("good.yaml");
+        std::fs::write(&good, "capi.websocket.server.port: 1234\n").unwrap();
+        assert_eq!(load_file(&good).unwrap().port, 1234);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn embedded_default_is_valid_and_matches_the_defaults() {
+        let s = load_str_with_env(EMBEDDED_DEFAULT, &|_| None).unwrap();
+        assert_eq!(format!("{s:?}"), format!("{:?}", Settings::default()));
+    }
+
+    #[test]
+    fn resolve_uses_the_given_file_then_flags() {
+        let dir = std::env::temp_dir().join(format!("capi-ws-resolve-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.yaml");
+        std::fs::write(
+            &path,
+            "capi.websocket.server.port: 1234\ncapi.namespace: x\n",
+        )
+        .unwrap();
+        let args = RunArgs {
+            config: Some(path.clone()),
+            port: Some(0),
+            ..Default::default()
+        };
+        let s = resolve(&args).unwrap();
+        assert_eq!((s.port, s.namespace.as_deref()), (0, Some("x")));
+
+        // File and flag problems come together.
+        std::fs::write(&path, "capi.mode: rest\n").unwrap();
+        let args = RunArgs {
+            config: Some(path),
+            driver: Some("nope".into()),
+            ..Default::default()
+        };
+        let err = resolve(&args).unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
+        assert!(err.problems[0].starts_with("capi.mode:"));
+        assert!(err.problems[1].starts_with("--driver:"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
