@@ -9,8 +9,9 @@ mod handshake;
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
@@ -37,23 +38,24 @@ const ACCEPT_BACKOFF_MAX_MS: u64 = 500;
 
 /// Run the echo server until the process is killed. Prints exactly one line
 /// `listening echo=<ip:port>` to stderr once every worker listens. Errors (bad address, bind
-/// failure, driver unavailable) are returned.
+/// failure, driver unavailable) are returned; so is a worker that stops (the process exits
+/// rather than serve on with fewer workers).
 pub fn run_echo(args: &EchoArgs) -> anyhow::Result<()> {
     let listen = resolve_listen(&args.listen)?;
     let choice = parse_driver(&args.driver)?;
     let kind = rt::resolve_driver(choice).map_err(|e| anyhow!(e))?;
-    let (addr, handles) = start_workers(listen, args.workers, kind)
-        .with_context(|| format!("echo: cannot listen on {listen}"))?;
-    tracing::info!(driver = kind.as_str(), workers = handles.len(), %addr, "echo server started");
+    let (addr, count, events) = start_workers(listen, args.workers, kind)
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(driver = kind.as_str(), workers = count, %addr, "echo server started");
     eprintln!("listening echo={addr}");
-    for handle in handles {
-        match handle.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e).context("echo worker stopped"),
-            Err(_) => return Err(anyhow!("echo worker panicked")),
+    loop {
+        match events.recv() {
+            Ok(WorkerEvent::Listening) => {}
+            Ok(WorkerEvent::Stopped(Ok(()))) => return Err(anyhow!("echo worker stopped")),
+            Ok(WorkerEvent::Stopped(Err(e))) => return Err(e).context("echo worker stopped"),
+            Err(_) => return Err(anyhow!("echo workers gone")),
         }
     }
-    Ok(())
 }
 
 /// Start echo workers in background threads (for the demo); returns the bound address once
@@ -64,16 +66,16 @@ pub fn spawn_echo(
     driver: DriverChoice,
 ) -> io::Result<SocketAddr> {
     let kind = rt::resolve_driver(driver).map_err(io::Error::other)?;
-    let (addr, _detached) = start_workers(listen, workers, kind)?;
+    let (addr, _count, _events) = start_workers(listen, workers, kind)?;
     Ok(addr)
 }
 
 fn resolve_listen(listen: &str) -> anyhow::Result<SocketAddr> {
     listen
         .to_socket_addrs()
-        .with_context(|| format!("echo: bad --listen address {listen:?}"))?
+        .with_context(|| format!("bad --listen address {listen:?}"))?
         .next()
-        .ok_or_else(|| anyhow!("echo: --listen {listen:?} resolves to no address"))
+        .ok_or_else(|| anyhow!("--listen {listen:?} resolves to no address"))
 }
 
 fn parse_driver(driver: &str) -> anyhow::Result<DriverChoice> {
@@ -82,20 +84,25 @@ fn parse_driver(driver: &str) -> anyhow::Result<DriverChoice> {
         "iouring" | "io_uring" => Ok(DriverChoice::IoUring),
         "epoll" => Ok(DriverChoice::Epoll),
         other => Err(anyhow!(
-            "echo: --driver {other:?}: expected auto, iouring or epoll"
+            "--driver {other:?}: expected auto, iouring or epoll"
         )),
     }
 }
 
-type Worker = JoinHandle<io::Result<()>>;
+/// What a worker thread reports to the thread that started it.
+enum WorkerEvent {
+    Listening,
+    Stopped(io::Result<()>),
+}
 
 /// Bind one `SO_REUSEPORT` listener per worker (port 0: the first picks, the rest follow),
 /// start the threads and wait until each has registered its listener with its runtime.
+/// Returns the address, the worker count and the channel on which workers report stopping.
 fn start_workers(
     listen: SocketAddr,
     workers: usize,
     kind: DriverKind,
-) -> io::Result<(SocketAddr, Vec<Worker>)> {
+) -> io::Result<(SocketAddr, usize, mpsc::Receiver<WorkerEvent>)> {
     let count = match workers {
         0 => thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -106,52 +113,43 @@ fn start_workers(
     for _ in 1..count {
         listeners.push(rt::bind_reuseport(addr)?);
     }
-    let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
-    let mut handles = Vec::with_capacity(count);
+    let (events_tx, events) = mpsc::channel();
     for (i, listener) in listeners.into_iter().enumerate() {
-        let ready = ready_tx.clone();
-        let handle = thread::Builder::new()
+        let events_tx = events_tx.clone();
+        thread::Builder::new()
             .name(format!("capi-echo-{i}"))
-            .spawn(move || run_worker(listener, kind, ready))?;
-        handles.push(handle);
+            .spawn(move || {
+                let run = || run_worker(listener, kind, &events_tx);
+                let result = panic::catch_unwind(AssertUnwindSafe(run))
+                    .unwrap_or_else(|_| Err(io::Error::other("echo worker panicked")));
+                let _ = events_tx.send(WorkerEvent::Stopped(result));
+            })?;
     }
-    drop(ready_tx);
-    for _ in 0..count {
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(io::Error::other("echo worker exited before listening")),
+    drop(events_tx);
+    let mut listening = 0;
+    while listening < count {
+        match events.recv() {
+            Ok(WorkerEvent::Listening) => listening += 1,
+            Ok(WorkerEvent::Stopped(Err(e))) => return Err(e),
+            Ok(WorkerEvent::Stopped(Ok(()))) | Err(_) => {
+                return Err(io::Error::other("echo worker exited before listening"))
+            }
         }
     }
-    Ok((addr, handles))
+    Ok((addr, count, events))
 }
 
 /// One worker thread: its own runtime, its own listener, accept forever.
 fn run_worker(
     listener: std::net::TcpListener,
     kind: DriverKind,
-    ready: mpsc::Sender<io::Result<()>>,
+    events: &mpsc::Sender<WorkerEvent>,
 ) -> io::Result<()> {
-    let ready_in_rt = ready.clone();
-    let result = rt::block_on(kind, async move {
-        let listener = match TcpListener::from_std(listener) {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = ready_in_rt.send(Err(io::Error::new(e.kind(), e.to_string())));
-                return Err(e);
-            }
-        };
-        let _ = ready_in_rt.send(Ok(()));
+    rt::block_on(kind, async move {
+        let listener = TcpListener::from_std(listener)?;
+        let _ = events.send(WorkerEvent::Listening);
         run_accept(listener).await
-    });
-    match result {
-        Ok(inner) => inner,
-        Err(e) => {
-            // The runtime never started, so the future above could not report.
-            let _ = ready.send(Err(io::Error::new(e.kind(), format!("echo runtime: {e}"))));
-            Err(e)
-        }
-    }
+    })?
 }
 
 /// Accept and spawn, nothing else; back off (capped) when out of descriptors.
