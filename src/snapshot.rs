@@ -65,11 +65,7 @@ pub enum AllowedOrigin {
     /// a literal `null` entry.
     Null,
     /// lower-case scheme, lower-case host, explicit port (default port filled in).
-    Exact {
-        scheme: String,
-        host: String,
-        port: u16,
-    },
+    Exact { scheme: String, host: String, port: u16 },
 }
 
 /// One service: Consul name + `group` meta; all instances with both equal are its nodes.

@@ -90,8 +90,7 @@ impl Reject {
         let status = self.status();
         // The message is a static string without quotes or backslashes, so no escaping is needed;
         // serde_json keeps that true should a message ever change.
-        let body =
-            serde_json::json!({ "errorCode": status, "errorMessage": self.message() }).to_string();
+        let body = serde_json::json!({ "errorCode": status, "errorMessage": self.message() }).to_string();
         // Writing into a Vec cannot fail.
         let _ = write!(
             out,
