@@ -15,6 +15,17 @@ pub mod snapshot;
 
 /// Dispatch a parsed command line; returns the process exit code.
 pub fn run_cli(cli: cli::Cli) -> i32 {
-    let _ = cli;
-    2
+    match cli.command {
+        Some(cli::Command::Echo(a)) => {
+            logging::init("info", Default::default());
+            match echo::run_echo(&a) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("capi-ws echo: {e:#}");
+                    2
+                }
+            }
+        }
+        _ => 2,
+    }
 }
