@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "capi-ws", version, about = "WebSocket gateway for services discovered in Consul (CAPI compatible)")]
+#[command(
+    name = "capi-ws",
+    version,
+    about = "WebSocket gateway for services discovered in Consul (CAPI compatible)"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

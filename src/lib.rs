@@ -9,6 +9,7 @@ pub mod control;
 pub mod data;
 pub mod demo;
 pub mod echo;
+pub mod limits;
 pub mod logging;
 pub mod rt;
 pub mod snapshot;
@@ -16,9 +17,11 @@ pub mod snapshot;
 /// Dispatch a parsed command line; returns the process exit code.
 pub fn run_cli(cli: cli::Cli) -> i32 {
     match cli.command {
-        Some(cli::Command::Echo(a)) => {
-            logging::init("info", Default::default());
-            match echo::run_echo(&a) {
+        None => run(&cli.run),
+        Some(cli::Command::Demo(args)) => demo::run_demo(&args),
+        Some(cli::Command::Echo(args)) => {
+            logging::init("info", config::LogFormat::Text);
+            match echo::run_echo(&args) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("capi-ws echo: {e:#}");
@@ -26,6 +29,57 @@ pub fn run_cli(cli: cli::Cli) -> i32 {
                 }
             }
         }
-        _ => 2,
+        Some(cli::Command::Check(args)) => config::check_main(&args),
     }
+}
+
+/// `capi-ws [flags]`: the gateway on the config file (or the embedded default).
+pub fn run(args: &cli::RunArgs) -> i32 {
+    match config::resolve(args) {
+        Ok(settings) => serve(settings, |_| {}),
+        Err(e) => {
+            eprintln!("capi-ws: invalid configuration:\n{e}");
+            2
+        }
+    }
+}
+
+/// Start the control plane and the workers, announce readiness, then serve until the process
+/// ends. `on_ready` runs once every worker listens (the demo prints its URLs there).
+pub fn serve(settings: config::Settings, on_ready: impl FnOnce(&data::worker::Workers)) -> i32 {
+    logging::init(&settings.log_level, settings.log_format);
+    for key in &settings.unknown_keys {
+        tracing::debug!("config key {key} is not used by capi-ws; ignored");
+    }
+    let driver = match rt::resolve_driver(settings.driver) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("capi-ws: {e}");
+            return 2;
+        }
+    };
+    if settings.driver == config::DriverChoice::Auto && driver == rt::DriverKind::Epoll {
+        tracing::warn!("io_uring is not available here; using the epoll driver");
+    }
+    let capacity = limits::raise_nofile();
+    let published = control::start(&settings);
+    let workers = match data::worker::start_workers(&settings, published, driver) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("capi-ws: {e:#}");
+            return 1;
+        }
+    };
+    tracing::info!(
+        driver = driver.as_str(),
+        workers = workers.threads.len(),
+        capacity_connections = capacity,
+        "listening ws={} admin=off",
+        workers.ws_addr
+    );
+    on_ready(&workers);
+    for t in workers.threads {
+        let _ = t.join();
+    }
+    0
 }

@@ -44,9 +44,11 @@ pub fn resolve_driver(choice: DriverChoice) -> Result<DriverKind, String> {
             if monoio::utils::detect_uring() {
                 Ok(DriverKind::IoUring)
             } else {
-                Err("--driver iouring: io_uring is not available here (old kernel, seccomp \
+                Err(
+                    "--driver iouring: io_uring is not available here (old kernel, seccomp \
                      profile or io_uring_disabled sysctl); use --driver epoll or auto"
-                    .to_string())
+                        .to_string(),
+                )
             }
         }
     }

@@ -119,6 +119,7 @@ pub struct Snapshot {
     pub services: Vec<Service>,
     /// `route_key` -> index in `services`.
     pub by_route: HashMap<String, usize>,
+    pub limits: Limits,
 }
 
 impl Snapshot {
@@ -159,5 +160,38 @@ impl Published {
 
     pub fn load(&self) -> Arc<Snapshot> {
         self.current.load_full()
+    }
+}
+
+/// Per-connection limits and policies; part of the snapshot so a reload applies them to new
+/// connections only (DESIGN §10).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub handshake_timeout: std::time::Duration,
+    pub connect_timeout: std::time::Duration,
+    pub upstream_timeout: std::time::Duration,
+    /// None = no idle timeout.
+    pub idle_timeout: Option<std::time::Duration>,
+    pub load_balancing: crate::config::LoadBalancing,
+}
+
+impl Limits {
+    pub fn from_settings(s: &crate::config::Settings) -> Self {
+        use std::time::Duration;
+        Limits {
+            max_header_bytes: s.max_header_bytes,
+            handshake_timeout: Duration::from_millis(s.handshake_timeout_ms),
+            connect_timeout: Duration::from_millis(s.connect_timeout_ms),
+            upstream_timeout: Duration::from_millis(s.upstream_timeout_ms),
+            idle_timeout: (s.idle_timeout_ms > 0).then(|| Duration::from_millis(s.idle_timeout_ms)),
+            load_balancing: s.load_balancing,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::from_settings(&crate::config::Settings::default())
     }
 }

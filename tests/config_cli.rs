@@ -2,6 +2,7 @@
 //! binary on the files in `config/` and on valid/invalid fixtures in `tests/fixtures/config/`.
 //! Exit 0 with the effective settings on stdout, or exit 2 with every problem on stderr, each
 //! naming its key.
+#![allow(clippy::disallowed_types)] // locks are fine in tests: the rule guards the data plane
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -105,10 +106,7 @@ fn default_config_prints_the_documented_defaults() {
         "capi.websocket.services: 0 static",
         "unknown keys (ignored): 0",
     ] {
-        assert!(
-            stdout.lines().any(|l| l == line),
-            "missing {line:?} in\n{stdout}"
-        );
+        assert!(stdout.lines().any(|l| l == line), "missing {line:?} in\n{stdout}");
     }
 }
 
@@ -119,10 +117,7 @@ fn demo_config_has_two_echo_nodes() {
         "  - echo 127.0.0.1:9001 {group: dev, type: websocket}",
         "  - echo 127.0.0.1:9002 {group: dev, type: websocket}",
     ] {
-        assert!(
-            stdout.lines().any(|l| l == line),
-            "missing {line:?} in\n{stdout}"
-        );
+        assert!(stdout.lines().any(|l| l == line), "missing {line:?} in\n{stdout}");
     }
 }
 
@@ -148,10 +143,7 @@ fn capi_application_yaml_loads_and_lists_unknown_keys() {
         "  management.endpoints.web.exposure.include",
         "  logging.level.io.surisoft.capi",
     ] {
-        assert!(
-            stdout.lines().any(|l| l == line),
-            "missing {line:?} in\n{stdout}"
-        );
+        assert!(stdout.lines().any(|l| l == line), "missing {line:?} in\n{stdout}");
     }
     assert!(
         !stdout.contains("changeit"),
@@ -227,10 +219,7 @@ fn placeholders_read_the_environment() {
         "capi.websocket.server.host: 127.0.0.1",
         "capi.namespace: none-given",
     ] {
-        assert!(
-            stdout.lines().any(|l| l == line),
-            "missing {line:?} in\n{stdout}"
-        );
+        assert!(stdout.lines().any(|l| l == line), "missing {line:?} in\n{stdout}");
     }
 
     // Without the variable and with no default, the key is named.

@@ -1,6 +1,7 @@
 //! Black-box tests of `capi-ws echo`: run the real binary on 127.0.0.1 port 0 with each driver,
 //! wait for its `listening echo=` line, then speak WebSocket to it — through `tungstenite` for
 //! whole messages, and with hand-built frames where fragmentation, masking or exact bytes matter.
+#![allow(clippy::disallowed_types)] // locks are fine in tests: the rule guards the data plane
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -60,9 +61,9 @@ impl Echo {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             driver,
         };
-        let addr = rx.recv_timeout(WAIT).unwrap_or_else(|e| {
-            panic!("no `listening echo=` line within {WAIT:?} ({driver}): {e}")
-        });
+        let addr = rx
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|e| panic!("no `listening echo=` line within {WAIT:?} ({driver}): {e}"));
         echo.addr = addr.parse().expect("listening line carries ip:port");
         echo
     }
@@ -235,12 +236,7 @@ fn fragmented_message_with_ping_between(echo: &Echo) {
     rest.extend(client_frame(0x80, b"world"));
     s.write_all(&rest).unwrap();
     // 3. Echoed fragment by fragment, same opcodes and FIN bits, pong in place.
-    let want: &[(u8, &[u8])] = &[
-        (0x01, b"Hel"),
-        (0x8A, b"mid"),
-        (0x00, b"lo, "),
-        (0x80, b"world"),
-    ];
+    let want: &[(u8, &[u8])] = &[(0x01, b"Hel"), (0x8A, b"mid"), (0x00, b"lo, "), (0x80, b"world")];
     for (i, (b0, payload)) in want.iter().enumerate() {
         assert_eq!(read_frame(&mut s), (*b0, payload.to_vec()), "frame {i}");
     }
@@ -335,10 +331,7 @@ fn first_subprotocol_is_selected(echo: &Echo) {
         .unwrap();
     let head = read_head(&mut s);
     assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
-    assert!(
-        head.contains("\r\nSec-WebSocket-Protocol: chat.v2\r\n"),
-        "{head}"
-    );
+    assert!(head.contains("\r\nSec-WebSocket-Protocol: chat.v2\r\n"), "{head}");
 }
 
 fn disconnect_mid_frame_keeps_serving(echo: &Echo) {

@@ -2,6 +2,7 @@
 //! connections exactly evenly; a refusing node is skipped with no client error;
 //! least-connections keeps held connections even. Counts are what each node accepted.
 //! Both drivers; `--workers 1` so one worker's balancer sees every connection.
+#![allow(clippy::disallowed_types)] // locks are fine in tests: the rule guards the data plane
 
 #[macro_use]
 mod common;
@@ -79,9 +80,10 @@ fn least_connections_balances_held(driver: &str) {
     // 10 connections held open over 2 nodes with least-connections → 5 and 5.
     let a = Node::ws_echo();
     let b = Node::ws_echo();
-    let mut config = Config::new()
-        .with(service("echo", "dev", a.addr()))
-        .with(service("echo", "dev", b.addr()));
+    let mut config =
+        Config::new()
+            .with(service("echo", "dev", a.addr()))
+            .with(service("echo", "dev", b.addr()));
     config.load_balancing = "least-connections".into();
     let gw = Gateway::start_config(&config, driver, 1);
     let mut held = Vec::new();

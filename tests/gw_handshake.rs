@@ -2,6 +2,7 @@
 //! error status from a real request with its exact JSON shape, health and preflight, origin
 //! and secured checks, what the node receives for a rich request, upstream failures (refused,
 //! wrong accept, non-101, stall, unresolvable) and the handshake timeout. Both drivers.
+#![allow(clippy::disallowed_types)] // locks are fine in tests: the rule guards the data plane
 
 #[macro_use]
 mod common;
@@ -37,9 +38,7 @@ fn rejects_malformed_requests(driver: &str) {
         ),
         (
             "plain GET on an unknown path is 400 first",
-            upgrade("/capi/nope/dev")
-                .remove("Upgrade")
-                .remove("Connection"),
+            upgrade("/capi/nope/dev").remove("Upgrade").remove("Connection"),
             400,
         ),
         (
@@ -90,11 +89,7 @@ fn rejects_malformed_requests(driver: &str) {
         ("POST", upgrade(ROUTE).method("POST"), 405),
         ("PUT", upgrade(ROUTE).method("PUT"), 405),
         ("DELETE", upgrade(ROUTE).method("DELETE"), 405),
-        (
-            "version 8",
-            upgrade(ROUTE).set("Sec-WebSocket-Version", "8"),
-            426,
-        ),
+        ("version 8", upgrade(ROUTE).set("Sec-WebSocket-Version", "8"), 426),
         (
             "version 14",
             upgrade(ROUTE).set("Sec-WebSocket-Version", "14"),
@@ -139,10 +134,7 @@ fn health_and_preflight(driver: &str) {
     let node = Node::ws_echo();
     let gw = gateway_for(node.addr(), driver);
 
-    let health = raw_request(
-        gw.ws_addr(),
-        b"GET /health HTTP/1.1\r\nHost: gw.test\r\n\r\n",
-    );
+    let health = raw_request(gw.ws_addr(), b"GET /health HTTP/1.1\r\nHost: gw.test\r\n\r\n");
     assert_eq!(health.status, 200, "GET /health: {}", health.body_text());
 
     let preflight = |target: &str| {
@@ -176,10 +168,7 @@ fn secured_service_fails_closed(driver: &str) {
             "bearer header",
             upgrade("/capi/vault/dev").set("Authorization", "Bearer abc.def.ghi"),
         ),
-        (
-            "query token",
-            upgrade("/capi/vault/dev?access_token=abc.def.ghi"),
-        ),
+        ("query token", upgrade("/capi/vault/dev?access_token=abc.def.ghi")),
     ];
     for (name, req) in cases {
         let resp = raw_request(gw.ws_addr(), &req.bytes());
@@ -190,20 +179,16 @@ fn secured_service_fails_closed(driver: &str) {
             "{name}: WWW-Authenticate {auth:?}"
         );
     }
-    assert_eq!(
-        node.accepted(),
-        0,
-        "an unauthenticated request reached the node"
-    );
+    assert_eq!(node.accepted(), 0, "an unauthenticated request reached the node");
 }
 
 fn origin_check(driver: &str) {
     let node = Node::ws_echo();
     let mut config = Config::new()
-        .with(service("own", "dev", node.addr()).meta(
-            "allowed-origins",
-            "http://good.example,https://also.example:8443",
-        ))
+        .with(
+            service("own", "dev", node.addr())
+                .meta("allowed-origins", "http://good.example,https://also.example:8443"),
+        )
         .with(service("open", "dev", node.addr()));
     config.allowed_origins = vec!["http://gateway-wide.example".into()];
     let gw = Gateway::start_config(&config, driver, 1);
@@ -264,17 +249,9 @@ fn origin_check(driver: &str) {
             let mut c = raw_upgrade(gw.ws_addr(), &req, &[]);
             admitted += 1;
             let head = node.next_head();
-            assert_eq!(
-                head.header("origin"),
-                origin,
-                "{name}: Origin forwarded as sent"
-            );
+            assert_eq!(head.header("origin"), origin, "{name}: Origin forwarded as sent");
             c.send(OP_TEXT, name.as_bytes());
-            assert_eq!(
-                c.read_frame().payload,
-                name.as_bytes(),
-                "{name}: relay works"
-            );
+            assert_eq!(c.read_frame().payload, name.as_bytes(), "{name}: relay works");
         } else {
             let resp = raw_request(gw.ws_addr(), &req.bytes());
             if std::panic::catch_unwind(|| resp.assert_error(403)).is_err() {
@@ -282,11 +259,7 @@ fn origin_check(driver: &str) {
             }
         }
     }
-    assert_eq!(
-        node.accepted(),
-        admitted,
-        "only admitted requests reach the node"
-    );
+    assert_eq!(node.accepted(), admitted, "only admitted requests reach the node");
     node.check();
 }
 
@@ -407,10 +380,7 @@ fn forwarded_head_is_exact(driver: &str) {
     assert_eq!(exactly_one("capi-group"), "/rich/dev");
     assert_eq!(exactly_one("x-custom"), "keep-me");
     for hop in ["keep-alive", "te", "proxy-authorization"] {
-        assert!(
-            head.header(hop).is_none(),
-            "hop-by-hop {hop} forwarded:\n{text}"
-        );
+        assert!(head.header(hop).is_none(), "hop-by-hop {hop} forwarded:\n{text}");
     }
     assert!(!text.contains("T0K3N"), "token forwarded:\n{text}");
 
@@ -455,9 +425,8 @@ fn forwarded_targets(driver: &str) {
 fn ingress_replaces_node_address(driver: &str) {
     // The instance address refuses; meta ingress points at the real node.
     let node = Node::ws_echo();
-    let config = Config::new().with(
-        service("ing", "dev", closed_port()).meta("ingress", &format!("http://{}", node.addr())),
-    );
+    let config = Config::new()
+        .with(service("ing", "dev", closed_port()).meta("ingress", &format!("http://{}", node.addr())));
     let gw = Gateway::start_config(&config, driver, 1);
     let mut ws = ws_connect(gw.ws_addr(), "/capi/ing/dev/x", &[]);
     ws.send(Message::Text("via ingress".into())).unwrap();

@@ -3,6 +3,7 @@
 //! half-close in each direction, close handshakes from either side. Each test runs under
 //! both drivers and checks what the client and the node saw. `mod harness` self-checks the
 //! test helpers against each other without a gateway.
+#![allow(clippy::disallowed_types)] // locks are fine in tests: the rule guards the data plane
 
 #[macro_use]
 mod common;
@@ -89,10 +90,7 @@ fn node_sees_each_message(driver: &str) {
     ws.send(Message::Binary(vec![0, 1, 2, 255])).unwrap();
     assert_eq!(ws.read().unwrap(), Message::Text("t1".into()));
     assert_eq!(ws.read().unwrap(), Message::Binary(vec![0, 1, 2, 255]));
-    assert_eq!(
-        expect_message(node.next_event()),
-        Message::Text("t1".into())
-    );
+    assert_eq!(expect_message(node.next_event()), Message::Text("t1".into()));
     assert_eq!(
         expect_message(node.next_event()),
         Message::Binary(vec![0, 1, 2, 255])
@@ -242,10 +240,7 @@ fn client_close_propagates(driver: &str) {
     .unwrap();
     match ws.read() {
         Ok(Message::Close(Some(f))) => {
-            assert_eq!(
-                (f.code, f.reason.as_ref()),
-                (CloseCode::Normal, "client done")
-            )
+            assert_eq!((f.code, f.reason.as_ref()), (CloseCode::Normal, "client done"))
         }
         other => panic!("expected the node's close reply, got {other:?}"),
     }
@@ -257,17 +252,11 @@ fn client_close_propagates(driver: &str) {
     );
     match node.next_event() {
         Event::Closed(Some(f)) => {
-            assert_eq!(
-                (f.code, f.reason.as_ref()),
-                (CloseCode::Normal, "client done")
-            )
+            assert_eq!((f.code, f.reason.as_ref()), (CloseCode::Normal, "client done"))
         }
         other => panic!("node: expected the client's close, got {other:?}"),
     }
-    assert!(
-        matches!(node.next_event(), Event::Eof),
-        "node: expected EOF"
-    );
+    assert!(matches!(node.next_event(), Event::Eof), "node: expected EOF");
     node.check();
 }
 
@@ -289,10 +278,7 @@ fn node_close_propagates(driver: &str) {
         Event::Closed(Some(f)) => assert_eq!(u16::from(f.code), 4000),
         other => panic!("node: expected the client's close reply, got {other:?}"),
     }
-    assert!(
-        matches!(node.next_event(), Event::Eof),
-        "node: expected EOF"
-    );
+    assert!(matches!(node.next_event(), Event::Eof), "node: expected EOF");
     node.check();
 }
 
@@ -318,9 +304,7 @@ mod harness {
 
     use tungstenite::Message;
 
-    use super::common::client::{
-        connect, raw_request, raw_upgrade, try_ws_connect, upgrade, ws_connect,
-    };
+    use super::common::client::{connect, raw_request, raw_upgrade, try_ws_connect, upgrade, ws_connect};
     use super::common::config::{service, service_at, Config};
     use super::common::eventually;
     use super::common::gateway::{parse_addr_after, EchoNode, Gateway};
@@ -381,10 +365,7 @@ mod harness {
         assert_eq!(c.read_frame().opcode, OP_CLOSE);
         assert!(c.read_to_eof().is_empty());
         assert_eq!(node.next_head().request_line(), "GET /direct HTTP/1.1");
-        assert_eq!(
-            expect_message(node.next_event()),
-            Message::Text("early".into())
-        );
+        assert_eq!(expect_message(node.next_event()), Message::Text("early".into()));
         assert_eq!(expect_message(node.next_event()), Message::Binary(big));
     }
 
@@ -416,11 +397,7 @@ mod harness {
 
     #[test]
     fn error_shape_assertion_accepts_and_refuses() {
-        let good = Node::status(
-            404,
-            "Not Found",
-            r#"{"errorCode":404,"errorMessage":"no route"}"#,
-        );
+        let good = Node::status(404, "Not Found", r#"{"errorCode":404,"errorMessage":"no route"}"#);
         raw_request(good.addr(), &upgrade("/x").bytes()).assert_error(404);
         let bad = Node::status(404, "Not Found", r#"{"errorCode":403,"errorMessage":""}"#);
         let resp = raw_request(bad.addr(), &upgrade("/x").bytes());
@@ -475,8 +452,7 @@ mod harness {
         let mut s = connect(node.addr());
         wire::write_all(&mut s, &upgrade("/x").bytes()).unwrap();
         node.next_head();
-        s.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
         let mut buf = [0u8; 1];
         assert!(s.read(&mut buf).is_err(), "stall node must not answer");
         drop(s);
@@ -567,18 +543,12 @@ mod harness {
         assert_eq!(ws["handshake-timeout-ms"].as_u64(), Some(1000));
         assert_eq!(ws["load-balancing"].as_str(), Some("round-robin"));
         assert_eq!(ws["services"][0]["port"].as_u64(), Some(9001));
-        assert_eq!(
-            ws["services"][0]["meta"]["type"].as_str(),
-            Some("websocket")
-        );
+        assert_eq!(ws["services"][0]["meta"]["type"].as_str(), Some("websocket"));
         assert_eq!(
             ws["services"][1]["address"].as_str(),
             Some("unresolvable.invalid")
         );
-        assert_eq!(
-            ws["services"][1]["meta"]["keep-group"].as_str(),
-            Some("true")
-        );
+        assert_eq!(ws["services"][1]["meta"]["keep-group"].as_str(), Some("true"));
         assert_eq!(
             ws["services"][1]["meta"]["allowed-origins"].as_str(),
             Some("http://a.example, http://b.example")

@@ -2,6 +2,7 @@
 //! relayed connections all echo; 5,000 idle relayed connections park no io-wq (`iou-wrk`)
 //! thread and cost the gateway ≤ 2 descriptors each; closing them gives the descriptors back.
 //! Both drivers, `--workers 2`, the real echo node; the tests of this file run one at a time.
+#![allow(clippy::disallowed_types)] // locks are fine in tests: the rule guards the data plane
 
 #[macro_use]
 mod common;
@@ -25,9 +26,7 @@ const FD_SLACK: usize = 200;
 /// Serializes the heavy tests: descriptors, ephemeral ports and 2 shared cores.
 fn heavy() -> MutexGuard<'static, ()> {
     static HEAVY: Mutex<()> = Mutex::new(());
-    HEAVY
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    HEAVY.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn start(driver: &str) -> (EchoNode, Gateway) {
@@ -47,9 +46,7 @@ fn thousand_concurrent_connections(driver: &str) {
     let baseline = gw.process.fd_count();
 
     // 1. open all; 2. one message on each while all are open; 3. close all; 4. fds return.
-    let mut conns: Vec<_> = (0..N)
-        .map(|_| ws_connect(gw.ws_addr(), ROUTE, &[]))
-        .collect();
+    let mut conns: Vec<_> = (0..N).map(|_| ws_connect(gw.ws_addr(), ROUTE, &[])).collect();
     for (i, ws) in conns.iter_mut().enumerate() {
         ws.send(Message::Text(format!("connection {i}"))).unwrap();
     }
@@ -116,7 +113,4 @@ fn five_thousand_idle_connections(driver: &str) {
     );
 }
 
-drivers!(
-    thousand_concurrent_connections,
-    five_thousand_idle_connections
-);
+drivers!(thousand_concurrent_connections, five_thousand_idle_connections);

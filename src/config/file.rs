@@ -112,11 +112,7 @@ impl Flat {
             let Some(name) = key_text(k) else {
                 self.problems.push(format!(
                     "{}: a key must be a string, got {}",
-                    if prefix.is_empty() {
-                        "(top level)"
-                    } else {
-                        prefix
-                    },
+                    if prefix.is_empty() { "(top level)" } else { prefix },
                     describe(k)
                 ));
                 continue;
@@ -433,10 +429,7 @@ pub fn entry_fields<'v>(
     let mut seen = BTreeSet::new();
     for (k, v) in map {
         let Some(name) = key_text(k) else {
-            problems.push(format!(
-                "{path}: a key must be a string, got {}",
-                describe(k)
-            ));
+            problems.push(format!("{path}: a key must be a string, got {}", describe(k)));
             continue;
         };
         if !seen.insert(name.clone()) {
@@ -466,10 +459,7 @@ pub fn read_string_map(
         Value::Mapping(map) => {
             for (k, v) in map {
                 let Some(name) = key_text(k) else {
-                    problems.push(format!(
-                        "{path}: a key must be a string, got {}",
-                        describe(k)
-                    ));
+                    problems.push(format!("{path}: a key must be a string, got {}", describe(k)));
                     continue;
                 };
                 match untag(v) {
@@ -522,11 +512,7 @@ mod tests {
                 "http://${HOST}:${WS_PORT}/x",
                 Ok("http://gw.local:9000/x"),
             ),
-            (
-                "default_with_colons",
-                "${NOPE:http://a:80}",
-                Ok("http://a:80"),
-            ),
+            ("default_with_colons", "${NOPE:http://a:80}", Ok("http://a:80")),
             ("nested_default", "${NOPE:${HOST}}", Ok("gw.local")),
             ("nested_twice", "${NOPE:${NOPE2:z}}", Ok("z")),
             ("unset_no_default", "${NOPE}", Err("NOPE is not set")),
@@ -546,11 +532,7 @@ mod tests {
 
     #[test]
     fn uint_reader_is_lenient_like_spring() {
-        type Case = (
-            &'static str,
-            &'static str,
-            Result<Option<u64>, &'static str>,
-        );
+        type Case = (&'static str, &'static str, Result<Option<u64>, &'static str>);
         let cases: &[Case] = &[
             ("int", "8382", Ok(Some(8382))),
             ("string", "\"8382\"", Ok(Some(8382))),
@@ -654,9 +636,7 @@ camel: 3
         assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(problems[0].starts_with("capi.websocket.server: expected a map (with host, port)"));
         assert!(problems[1].starts_with("capi.mode: set twice"));
-        assert!(
-            problems[2].starts_with("camel: expected a map (with servlet.mapping.context-path)")
-        );
+        assert!(problems[2].starts_with("camel: expected a map (with servlet.mapping.context-path)"));
     }
 
     #[test]
@@ -685,16 +665,8 @@ camel: 3
         ];
         for (name, text, key) in cases {
             let f = FileConfig::parse(text).unwrap();
-            assert_eq!(
-                f.get(key).and_then(|v| v.as_u64()),
-                Some(2048),
-                "case {name}"
-            );
-            assert!(
-                f.unknown_keys.is_empty(),
-                "case {name}: {:?}",
-                f.unknown_keys
-            );
+            assert_eq!(f.get(key).and_then(|v| v.as_u64()), Some(2048), "case {name}");
+            assert!(f.unknown_keys.is_empty(), "case {name}: {:?}", f.unknown_keys);
         }
         let twice = "capi.websocket:\n  max-header-bytes: 1\n  maxHeaderBytes: 2\n";
         let problems = FileConfig::parse(twice).unwrap_err();

@@ -60,9 +60,8 @@ pub fn load_str_with_env(text: &str, env: Env<'_>) -> Result<Settings, ConfigErr
 
 /// Read and validate a config file; an unreadable file is one problem naming the path.
 pub fn load_file(path: &Path) -> Result<Settings, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::one(format!("{}: cannot read config file: {e}", path.display()))
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::one(format!("{}: cannot read config file: {e}", path.display())))?;
     load_str(&text).map_err(|e| ConfigError {
         problems: e
             .problems
@@ -257,9 +256,7 @@ pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
         let cpu = |t: &str| -> Result<usize, String> {
             let n: usize = t.trim().parse().map_err(|_| bad())?;
             if n >= MAX_CPUS {
-                return Err(format!(
-                    "CPU {n} is out of range (must be below {MAX_CPUS})"
-                ));
+                return Err(format!("CPU {n} is out of range (must be below {MAX_CPUS})"));
             }
             Ok(n)
         };
@@ -542,20 +539,14 @@ mod tests {
             let err = apply_overrides(&mut s, args).expect_err(name);
             assert_eq!(err.problems.len(), want.len(), "case {name}: {err}");
             for (p, w) in err.problems.iter().zip(want.iter()) {
-                assert!(
-                    p.starts_with(w),
-                    "case {name}: {p:?} does not start with {w:?}"
-                );
+                assert!(p.starts_with(w), "case {name}: {p:?} does not start with {w:?}");
             }
         }
     }
 
     #[test]
     fn error_display_is_one_problem_per_line() {
-        let e = load_str_with_env("capi.mode: rest\ncapi.websocket.server.port: x\n", &|_| {
-            None
-        })
-        .unwrap_err();
+        let e = load_str_with_env("capi.mode: rest\ncapi.websocket.server.port: x\n", &|_| None).unwrap_err();
         let text = e.to_string();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
@@ -600,11 +591,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("capi-ws-resolve-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.yaml");
-        std::fs::write(
-            &path,
-            "capi.websocket.server.port: 1234\ncapi.namespace: x\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "capi.websocket.server.port: 1234\ncapi.namespace: x\n").unwrap();
         let args = RunArgs {
             config: Some(path.clone()),
             port: Some(0),

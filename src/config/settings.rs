@@ -7,8 +7,8 @@ use std::fmt;
 use serde_yaml::Value;
 
 use super::file::{
-    describe, entry_fields, keys, quote, read_bool, read_string_map, read_text, read_text_list,
-    read_uint, Env, FileConfig,
+    describe, entry_fields, keys, quote, read_bool, read_string_map, read_text, read_text_list, read_uint,
+    Env, FileConfig,
 };
 
 pub const DEFAULT_WS_PORT: u16 = 8382;
@@ -313,10 +313,7 @@ impl Settings {
                 "least-connections" => s.load_balancing = LoadBalancing::LeastConnections,
                 _ => v.problem(
                     keys::LOAD_BALANCING,
-                    format!(
-                        "expected round-robin or least-connections, got {}",
-                        quote(&lb)
-                    ),
+                    format!("expected round-robin or least-connections, got {}", quote(&lb)),
                 ),
             }
         }
@@ -353,11 +350,7 @@ impl Settings {
 
     /// With a CPU list, one worker per listed CPU unless a smaller count was asked for:
     /// workers 0 -> list length; more workers than CPUs -> error naming `cpus_origin`.
-    pub fn settle_workers(
-        &mut self,
-        cpus_origin: &str,
-        workers_origin: &str,
-    ) -> Result<(), String> {
+    pub fn settle_workers(&mut self, cpus_origin: &str, workers_origin: &str) -> Result<(), String> {
         if let Pinning::List(cpus) = &self.pinning {
             if self.workers == 0 {
                 self.workers = cpus.len();
@@ -527,8 +520,7 @@ fn read_services(
             Some(v) => read_string_map(v, &format!("{path}.meta"), env, problems),
             None => BTreeMap::new(),
         };
-        if let (Some(name), Some(address), Some(port), true) =
-            (name, address, port, problems.len() == before)
+        if let (Some(name), Some(address), Some(port), true) = (name, address, port, problems.len() == before)
         {
             out.push(StaticService {
                 name,
@@ -567,36 +559,16 @@ impl fmt::Display for Settings {
             Pinning::List(cpus) => writeln!(f, "{}: {}", keys::CPUS, list_text(cpus))?,
         }
         writeln!(f, "{}: {}", keys::MAX_HEADER_BYTES, self.max_header_bytes)?;
-        writeln!(
-            f,
-            "{}: {}",
-            keys::HANDSHAKE_TIMEOUT_MS,
-            self.handshake_timeout_ms
-        )?;
-        writeln!(
-            f,
-            "{}: {}",
-            keys::CONNECT_TIMEOUT_MS,
-            self.connect_timeout_ms
-        )?;
-        writeln!(
-            f,
-            "{}: {}",
-            keys::UPSTREAM_TIMEOUT_MS,
-            self.upstream_timeout_ms
-        )?;
+        writeln!(f, "{}: {}", keys::HANDSHAKE_TIMEOUT_MS, self.handshake_timeout_ms)?;
+        writeln!(f, "{}: {}", keys::CONNECT_TIMEOUT_MS, self.connect_timeout_ms)?;
+        writeln!(f, "{}: {}", keys::UPSTREAM_TIMEOUT_MS, self.upstream_timeout_ms)?;
         if self.idle_timeout_ms == 0 {
             writeln!(f, "{}: 0 (off)", keys::IDLE_TIMEOUT_MS)?;
         } else {
             writeln!(f, "{}: {}", keys::IDLE_TIMEOUT_MS, self.idle_timeout_ms)?;
         }
         writeln!(f, "{}: {}", keys::DRAIN_TIMEOUT_MS, self.drain_timeout_ms)?;
-        writeln!(
-            f,
-            "{}: {}",
-            keys::LOAD_BALANCING,
-            self.load_balancing.as_str()
-        )?;
+        writeln!(f, "{}: {}", keys::LOAD_BALANCING, self.load_balancing.as_str())?;
         writeln!(
             f,
             "{}: {}",
@@ -677,10 +649,7 @@ mod tests {
             );
         }
         let d = Settings::default();
-        assert_eq!(
-            (d.mode, d.port, d.admin_port),
-            (Mode::Websocket, 8382, 8381)
-        );
+        assert_eq!((d.mode, d.port, d.admin_port), (Mode::Websocket, 8382, 8381));
         assert_eq!(d.context_path, "/capi");
     }
 
@@ -706,15 +675,11 @@ mod tests {
             ("host", "capi.websocket.server.host: 127.0.0.1", |s| {
                 s.host == "127.0.0.1"
             }),
-            ("port", "capi.websocket.server.port: 9000", |s| {
-                s.port == 9000
-            }),
+            ("port", "capi.websocket.server.port: 9000", |s| s.port == 9000),
             ("port_string", "capi.websocket.server.port: \"9001\"", |s| {
                 s.port == 9001
             }),
-            ("port_zero", "capi.websocket.server.port: 0", |s| {
-                s.port == 0
-            }),
+            ("port_zero", "capi.websocket.server.port: 0", |s| s.port == 0),
             ("workers", "capi.websocket.workers: 3", |s| s.workers == 3),
             ("cpus_list", "capi.websocket.cpus: [0, 2]", |s| {
                 s.pinning == Pinning::List(vec![0, 2]) && s.workers == 2
@@ -722,11 +687,9 @@ mod tests {
             ("cpus_string", "capi.websocket.cpus: \"0,2-3\"", |s| {
                 s.pinning == Pinning::List(vec![0, 2, 3]) && s.workers == 3
             }),
-            (
-                "cpus_list_with_range",
-                "capi.websocket.cpus: [0, \"2-3\"]",
-                |s| s.pinning == Pinning::List(vec![0, 2, 3]),
-            ),
+            ("cpus_list_with_range", "capi.websocket.cpus: [0, \"2-3\"]", |s| {
+                s.pinning == Pinning::List(vec![0, 2, 3])
+            }),
             ("cpus_single_int", "capi.websocket.cpus: 1", |s| {
                 s.pinning == Pinning::List(vec![1])
             }),
@@ -738,11 +701,9 @@ mod tests {
                 "capi.websocket: {cpus: [0, 1, 2], workers: 2}",
                 |s| s.workers == 2,
             ),
-            (
-                "max_header_bytes",
-                "capi.websocket.max-header-bytes: 1024",
-                |s| s.max_header_bytes == 1024,
-            ),
+            ("max_header_bytes", "capi.websocket.max-header-bytes: 1024", |s| {
+                s.max_header_bytes == 1024
+            }),
             (
                 "max_header_bytes_top",
                 "capi.websocket.max-header-bytes: 1048576",
@@ -754,11 +715,9 @@ mod tests {
             ("connect", "capi.websocket.connect-timeout-ms: 250", |s| {
                 s.connect_timeout_ms == 250
             }),
-            (
-                "upstream",
-                "capi.websocket.upstream-timeout-ms: 7000",
-                |s| s.upstream_timeout_ms == 7000,
-            ),
+            ("upstream", "capi.websocket.upstream-timeout-ms: 7000", |s| {
+                s.upstream_timeout_ms == 7000
+            }),
             ("idle_off", "capi.websocket.idle-timeout-ms: 0", |s| {
                 s.idle_timeout_ms == 0
             }),
@@ -768,11 +727,9 @@ mod tests {
             ("drain_zero", "capi.websocket.drain-timeout-ms: 0", |s| {
                 s.drain_timeout_ms == 0
             }),
-            (
-                "lb",
-                "capi.websocket.load-balancing: least-connections",
-                |s| s.load_balancing == LoadBalancing::LeastConnections,
-            ),
+            ("lb", "capi.websocket.load-balancing: least-connections", |s| {
+                s.load_balancing == LoadBalancing::LeastConnections
+            }),
             (
                 "origins_list",
                 "capi.websocket.allowed-origins: [\"https://a\", \"*\"]",
@@ -793,16 +750,12 @@ mod tests {
                 "camel.servlet.mapping.context-path: /gw/ws/",
                 |s| s.context_path == "/gw/ws",
             ),
-            (
-                "context_none",
-                "camel.servlet.mapping.context-path: /*",
-                |s| s.context_path.is_empty(),
-            ),
-            (
-                "context_root",
-                "camel.servlet.mapping.context-path: /",
-                |s| s.context_path.is_empty(),
-            ),
+            ("context_none", "camel.servlet.mapping.context-path: /*", |s| {
+                s.context_path.is_empty()
+            }),
+            ("context_root", "camel.servlet.mapping.context-path: /", |s| {
+                s.context_path.is_empty()
+            }),
             ("admin_port", "management.server.port: \"0\"", |s| {
                 s.admin_port == 0
             }),
@@ -822,9 +775,7 @@ mod tests {
             (
                 "unknown_listed",
                 "capi: {consul: {hosts: [a]}, oauth2: {cookieName: c}}\nserver.port: 1",
-                |s| {
-                    s.unknown_keys == ["capi.consul.hosts", "capi.oauth2.cookieName", "server.port"]
-                },
+                |s| s.unknown_keys == ["capi.consul.hosts", "capi.oauth2.cookieName", "server.port"],
             ),
         ];
         for (name, text, check) in cases {
@@ -857,11 +808,7 @@ capi:
             (first.name.as_str(), first.address.as_str(), first.port),
             ("echo", "127.0.0.1", 9001)
         );
-        let meta: Vec<(&str, &str)> = first
-            .meta
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let meta: Vec<(&str, &str)> = first.meta.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(
             meta,
             [
@@ -880,44 +827,192 @@ capi:
     #[test]
     fn every_error_names_its_key() {
         let cases: &[(&str, &str, &str)] = &[
-            ("mode_rest", "capi.mode: rest", "capi.mode: \"rest\" is not supported: capi-ws runs only in websocket or full mode"),
+            (
+                "mode_rest",
+                "capi.mode: rest",
+                "capi.mode: \"rest\" is not supported: capi-ws runs only in websocket or full mode",
+            ),
             ("mode_list", "capi.mode: [a]", "capi.mode: expected a text value"),
-            ("disabled", "capi.websocket.enabled: false", "capi.websocket.enabled: false: the WebSocket gateway is disabled"),
-            ("disabled_string", "capi.websocket.enabled: \"FALSE\"", "capi.websocket.enabled: false"),
-            ("enabled_yes", "capi.websocket.enabled: yes", "capi.websocket.enabled: expected true or false, got \"yes\""),
-            ("strict_number", "capi.strict: 1", "capi.strict: expected true or false, got 1"),
-            ("host_empty", "capi.websocket.server.host: \"\"", "capi.websocket.server.host: expected a host"),
-            ("port_word", "capi.websocket.server.port: abc", "capi.websocket.server.port: expected an integer 0..=65535, got \"abc\""),
-            ("port_big", "capi.websocket.server.port: 70000", "capi.websocket.server.port: expected an integer 0..=65535, got 70000"),
-            ("port_negative", "capi.websocket.server.port: -1", "capi.websocket.server.port: expected an integer 0..=65535, got -1"),
-            ("workers_big", "capi.websocket.workers: 5000", "capi.websocket.workers: expected an integer 0..=1024"),
-            ("cpus_reversed", "capi.websocket.cpus: \"3-1\"", "capi.websocket.cpus: range \"3-1\" is reversed"),
-            ("cpus_word", "capi.websocket.cpus: [a]", "capi.websocket.cpus: expected a CPU list"),
-            ("cpus_map", "capi.websocket.cpus: {a: 1}", "capi.websocket.cpus: expected a list"),
-            ("cpus_too_few", "capi.websocket: {cpus: [0], workers: 2}", "capi.websocket.cpus: lists 1 CPU(s) but capi.websocket.workers asks for 2"),
-            ("header_small", "capi.websocket.max-header-bytes: 1023", "capi.websocket.max-header-bytes: expected a number of bytes 1024..=1048576, got 1023"),
-            ("header_big", "capi.websocket.max-header-bytes: 1048577", "capi.websocket.max-header-bytes: expected"),
-            ("handshake_zero", "capi.websocket.handshake-timeout-ms: 0", "capi.websocket.handshake-timeout-ms: expected a number of milliseconds 1..="),
-            ("connect_zero", "capi.websocket.connect-timeout-ms: 0", "capi.websocket.connect-timeout-ms: expected"),
-            ("upstream_zero", "capi.websocket.upstream-timeout-ms: 0", "capi.websocket.upstream-timeout-ms: expected"),
-            ("idle_huge", "capi.websocket.idle-timeout-ms: 18446744073709551615", "capi.websocket.idle-timeout-ms: expected a number of milliseconds 0..="),
-            ("drain_float", "capi.websocket.drain-timeout-ms: 1.5", "capi.websocket.drain-timeout-ms: expected"),
-            ("lb_random", "capi.websocket.load-balancing: random", "capi.websocket.load-balancing: expected round-robin or least-connections, got \"random\""),
-            ("origins_map", "capi.websocket.allowed-origins: {a: b}", "capi.websocket.allowed-origins: expected a list"),
-            ("services_map", "capi.websocket.services: {name: a}", "capi.websocket.services: expected a list"),
-            ("service_scalar", "capi.websocket.services: [echo]", "capi.websocket.services[0]: expected a map"),
-            ("service_no_name", "capi.websocket.services: [{address: a, port: 1}]", "capi.websocket.services[0].name: missing"),
-            ("service_empty_address", "capi.websocket.services: [{name: a, address: \"\", port: 1}]", "capi.websocket.services[0].address: must not be empty"),
-            ("service_port_zero", "capi.websocket.services: [{name: a, address: b, port: 0}]", "capi.websocket.services[0].port: expected a port 1..=65535, got 0"),
-            ("service_slash", "capi.websocket.services: [{name: a/b, address: b, port: 1}]", "capi.websocket.services[0].name: must not contain"),
-            ("service_meta_list", "capi.websocket.services: [{name: a, address: b, port: 1, meta: {group: [x]}}]", "capi.websocket.services[0].meta.group: expected a text value"),
-            ("service_meta_scalar", "capi.websocket.services: [{name: a, address: b, port: 1, meta: x}]", "capi.websocket.services[0].meta: expected a map"),
-            ("context_relative", "camel.servlet.mapping.context-path: capi/*", "camel.servlet.mapping.context-path: expected a path starting with \"/\""),
-            ("context_wildcard", "camel.servlet.mapping.context-path: /a/*/b", "camel.servlet.mapping.context-path: expected a plain path"),
-            ("admin_word", "management.server.port: x", "management.server.port: expected an integer 0..=65535, got \"x\""),
-            ("placeholder_unset", "capi.websocket.server.port: ${NOPE}", "capi.websocket.server.port: placeholder ${NOPE}: environment variable NOPE is not set"),
-            ("placeholder_bad_default", "capi.websocket.server.port: ${NOPE:x}", "capi.websocket.server.port: expected an integer 0..=65535, got \"x\""),
-            ("scalar_for_section", "capi:\n  websocket: on", "capi.websocket: expected a map"),
+            (
+                "disabled",
+                "capi.websocket.enabled: false",
+                "capi.websocket.enabled: false: the WebSocket gateway is disabled",
+            ),
+            (
+                "disabled_string",
+                "capi.websocket.enabled: \"FALSE\"",
+                "capi.websocket.enabled: false",
+            ),
+            (
+                "enabled_yes",
+                "capi.websocket.enabled: yes",
+                "capi.websocket.enabled: expected true or false, got \"yes\"",
+            ),
+            (
+                "strict_number",
+                "capi.strict: 1",
+                "capi.strict: expected true or false, got 1",
+            ),
+            (
+                "host_empty",
+                "capi.websocket.server.host: \"\"",
+                "capi.websocket.server.host: expected a host",
+            ),
+            (
+                "port_word",
+                "capi.websocket.server.port: abc",
+                "capi.websocket.server.port: expected an integer 0..=65535, got \"abc\"",
+            ),
+            (
+                "port_big",
+                "capi.websocket.server.port: 70000",
+                "capi.websocket.server.port: expected an integer 0..=65535, got 70000",
+            ),
+            (
+                "port_negative",
+                "capi.websocket.server.port: -1",
+                "capi.websocket.server.port: expected an integer 0..=65535, got -1",
+            ),
+            (
+                "workers_big",
+                "capi.websocket.workers: 5000",
+                "capi.websocket.workers: expected an integer 0..=1024",
+            ),
+            (
+                "cpus_reversed",
+                "capi.websocket.cpus: \"3-1\"",
+                "capi.websocket.cpus: range \"3-1\" is reversed",
+            ),
+            (
+                "cpus_word",
+                "capi.websocket.cpus: [a]",
+                "capi.websocket.cpus: expected a CPU list",
+            ),
+            (
+                "cpus_map",
+                "capi.websocket.cpus: {a: 1}",
+                "capi.websocket.cpus: expected a list",
+            ),
+            (
+                "cpus_too_few",
+                "capi.websocket: {cpus: [0], workers: 2}",
+                "capi.websocket.cpus: lists 1 CPU(s) but capi.websocket.workers asks for 2",
+            ),
+            (
+                "header_small",
+                "capi.websocket.max-header-bytes: 1023",
+                "capi.websocket.max-header-bytes: expected a number of bytes 1024..=1048576, got 1023",
+            ),
+            (
+                "header_big",
+                "capi.websocket.max-header-bytes: 1048577",
+                "capi.websocket.max-header-bytes: expected",
+            ),
+            (
+                "handshake_zero",
+                "capi.websocket.handshake-timeout-ms: 0",
+                "capi.websocket.handshake-timeout-ms: expected a number of milliseconds 1..=",
+            ),
+            (
+                "connect_zero",
+                "capi.websocket.connect-timeout-ms: 0",
+                "capi.websocket.connect-timeout-ms: expected",
+            ),
+            (
+                "upstream_zero",
+                "capi.websocket.upstream-timeout-ms: 0",
+                "capi.websocket.upstream-timeout-ms: expected",
+            ),
+            (
+                "idle_huge",
+                "capi.websocket.idle-timeout-ms: 18446744073709551615",
+                "capi.websocket.idle-timeout-ms: expected a number of milliseconds 0..=",
+            ),
+            (
+                "drain_float",
+                "capi.websocket.drain-timeout-ms: 1.5",
+                "capi.websocket.drain-timeout-ms: expected",
+            ),
+            (
+                "lb_random",
+                "capi.websocket.load-balancing: random",
+                "capi.websocket.load-balancing: expected round-robin or least-connections, got \"random\"",
+            ),
+            (
+                "origins_map",
+                "capi.websocket.allowed-origins: {a: b}",
+                "capi.websocket.allowed-origins: expected a list",
+            ),
+            (
+                "services_map",
+                "capi.websocket.services: {name: a}",
+                "capi.websocket.services: expected a list",
+            ),
+            (
+                "service_scalar",
+                "capi.websocket.services: [echo]",
+                "capi.websocket.services[0]: expected a map",
+            ),
+            (
+                "service_no_name",
+                "capi.websocket.services: [{address: a, port: 1}]",
+                "capi.websocket.services[0].name: missing",
+            ),
+            (
+                "service_empty_address",
+                "capi.websocket.services: [{name: a, address: \"\", port: 1}]",
+                "capi.websocket.services[0].address: must not be empty",
+            ),
+            (
+                "service_port_zero",
+                "capi.websocket.services: [{name: a, address: b, port: 0}]",
+                "capi.websocket.services[0].port: expected a port 1..=65535, got 0",
+            ),
+            (
+                "service_slash",
+                "capi.websocket.services: [{name: a/b, address: b, port: 1}]",
+                "capi.websocket.services[0].name: must not contain",
+            ),
+            (
+                "service_meta_list",
+                "capi.websocket.services: [{name: a, address: b, port: 1, meta: {group: [x]}}]",
+                "capi.websocket.services[0].meta.group: expected a text value",
+            ),
+            (
+                "service_meta_scalar",
+                "capi.websocket.services: [{name: a, address: b, port: 1, meta: x}]",
+                "capi.websocket.services[0].meta: expected a map",
+            ),
+            (
+                "context_relative",
+                "camel.servlet.mapping.context-path: capi/*",
+                "camel.servlet.mapping.context-path: expected a path starting with \"/\"",
+            ),
+            (
+                "context_wildcard",
+                "camel.servlet.mapping.context-path: /a/*/b",
+                "camel.servlet.mapping.context-path: expected a plain path",
+            ),
+            (
+                "admin_word",
+                "management.server.port: x",
+                "management.server.port: expected an integer 0..=65535, got \"x\"",
+            ),
+            (
+                "placeholder_unset",
+                "capi.websocket.server.port: ${NOPE}",
+                "capi.websocket.server.port: placeholder ${NOPE}: environment variable NOPE is not set",
+            ),
+            (
+                "placeholder_bad_default",
+                "capi.websocket.server.port: ${NOPE:x}",
+                "capi.websocket.server.port: expected an integer 0..=65535, got \"x\"",
+            ),
+            (
+                "scalar_for_section",
+                "capi:\n  websocket: on",
+                "capi.websocket: expected a map",
+            ),
         ];
         for (name, text, want) in cases {
             match load(text) {
@@ -954,10 +1049,7 @@ capi:
 management.server.port: -5
 ";
         let problems = load(text).unwrap_err();
-        let keys: Vec<&str> = problems
-            .iter()
-            .map(|p| p.split(':').next().unwrap())
-            .collect();
+        let keys: Vec<&str> = problems.iter().map(|p| p.split(':').next().unwrap()).collect();
         assert_eq!(
             keys,
             [

@@ -86,10 +86,7 @@ pub fn list_has_token<'a>(values: impl IntoIterator<Item = &'a [u8]>, token: &st
 pub fn trim_ows(value: &[u8]) -> &[u8] {
     let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
     let start = value.iter().position(|b| !is_ows(b)).unwrap_or(value.len());
-    let end = value
-        .iter()
-        .rposition(|b| !is_ows(b))
-        .map_or(start, |i| i + 1);
+    let end = value.iter().rposition(|b| !is_ows(b)).map_or(start, |i| i + 1);
     &value[start..end]
 }
 
@@ -118,30 +115,20 @@ mod tests {
 
     #[test]
     fn parse_outcomes() {
-        let many: String = (0..MAX_HEADERS + 1)
-            .map(|i| format!("X-{i}: v\r\n"))
-            .collect();
+        let many: String = (0..MAX_HEADERS + 1).map(|i| format!("X-{i}: v\r\n")).collect();
         let too_many = format!("GET / HTTP/1.1\r\n{many}\r\n");
         let exactly: String = (0..MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
         let at_limit = format!("GET / HTTP/1.1\r\n{exactly}\r\n");
         // (name, input, expected: Ok(Some(_)) → "complete", Ok(None) → "partial", Err)
         let cases: Vec<(&str, Vec<u8>, Result<&str, Reject>)> = vec![
             ("empty", b"".to_vec(), Ok("partial")),
-            (
-                "request line only",
-                b"GET / HTTP/1.1\r\n".to_vec(),
-                Ok("partial"),
-            ),
+            ("request line only", b"GET / HTTP/1.1\r\n".to_vec(), Ok("partial")),
             (
                 "half header",
                 b"GET / HTTP/1.1\r\nHost: a".to_vec(),
                 Ok("partial"),
             ),
-            (
-                "http/1.0",
-                b"GET / HTTP/1.0\r\n\r\n".to_vec(),
-                Ok("complete"),
-            ),
+            ("http/1.0", b"GET / HTTP/1.0\r\n\r\n".to_vec(), Ok("complete")),
             ("at header limit", at_limit.into_bytes(), Ok("complete")),
             (
                 "too many headers",
@@ -181,13 +168,8 @@ mod tests {
         ];
         for (name, input, want) in cases {
             let mut st = storage();
-            let got = parse_request(&input, &mut st).map(|h| {
-                if h.is_some() {
-                    "complete"
-                } else {
-                    "partial"
-                }
-            });
+            let got =
+                parse_request(&input, &mut st).map(|h| if h.is_some() { "complete" } else { "partial" });
             assert_eq!(got, want, "case {name}");
         }
     }
@@ -213,18 +195,8 @@ mod tests {
                 "upgrade",
                 true,
             ),
-            (
-                "second header",
-                &[b"keep-alive", b"upgrade"],
-                "upgrade",
-                true,
-            ),
-            (
-                "substring is no token",
-                &[b"upgrade-insecure"],
-                "upgrade",
-                false,
-            ),
+            ("second header", &[b"keep-alive", b"upgrade"], "upgrade", true),
+            ("substring is no token", &[b"upgrade-insecure"], "upgrade", false),
             ("absent", &[b"close"], "upgrade", false),
             ("no headers", &[], "upgrade", false),
         ];
@@ -245,11 +217,7 @@ mod tests {
         // 2. The storage's lifetime is the buffer borrow's, so the pattern that compiles is: fresh
         //    storage per attempt, the complete head used inside the arm (it cannot outlive the
         //    iteration while the buffer keeps growing).
-        let pieces: [&[u8]; 3] = [
-            b"GET /capi/echo/dev HT",
-            b"TP/1.1\r\nHost: gw\r",
-            b"\n\r\nrest",
-        ];
+        let pieces: [&[u8]; 3] = [b"GET /capi/echo/dev HT", b"TP/1.1\r\nHost: gw\r", b"\n\r\nrest"];
         let mut buf = Vec::new();
         let mut partials = 0;
         let mut pieces = pieces.iter();

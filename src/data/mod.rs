@@ -8,6 +8,9 @@
 //! ```
 //! Everything here runs on a worker thread: no locks, no blocking calls, no shared RMW atomics.
 
+pub mod authz;
+pub mod balance;
+pub mod conn;
 pub mod head;
 pub mod pipes;
 pub mod reject;
@@ -15,3 +18,4 @@ pub mod relay;
 pub mod route;
 pub mod upgrade;
 pub mod upstream;
+pub mod worker;

@@ -97,11 +97,7 @@ impl PipePool {
     /// Return a pipe the caller has fully drained. Kept for reuse unless the pool is full,
     /// then closed.
     pub fn give(&self, p: Pipe) {
-        debug_assert_eq!(
-            p.queued().ok(),
-            Some(0),
-            "a pipe holding bytes was given back"
-        );
+        debug_assert_eq!(p.queued().ok(), Some(0), "a pipe holding bytes was given back");
         let mut idle = self.idle.borrow_mut();
         if idle.len() < self.max_idle {
             idle.push(p);

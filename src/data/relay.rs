@@ -255,19 +255,17 @@ impl Half<'_> {
                     if let Some(p) = pipe.take() {
                         self.pool.give(p);
                     }
-                    self.src.readable(false).await.map_err(|err| Failure {
-                        side: Side::Src,
-                        err,
-                    })?;
+                    self.src
+                        .readable(false)
+                        .await
+                        .map_err(|err| Failure { side: Side::Src, err })?;
                 }
                 Fill::Eof => {
                     if let Some(p) = pipe.take() {
                         self.pool.give(p);
                     }
-                    return shutdown_write(self.dst.as_raw_fd()).map_err(|err| Failure {
-                        side: Side::Dst,
-                        err,
-                    });
+                    return shutdown_write(self.dst.as_raw_fd())
+                        .map_err(|err| Failure { side: Side::Dst, err });
                 }
             }
         }
@@ -286,12 +284,7 @@ impl Half<'_> {
             Ok(0) => return Ok(Fill::Eof),
             Ok(n) => n,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(Fill::Empty),
-            Err(err) => {
-                return Err(Failure {
-                    side: Side::Src,
-                    err,
-                })
-            }
+            Err(err) => return Err(Failure { side: Side::Src, err }),
         };
         self.last_active.set(Instant::now());
         self.drain(pipe, n).await?;
@@ -305,10 +298,7 @@ impl Half<'_> {
             match splice(pipe.read_fd(), dst, left) {
                 Ok(0) => {
                     let err = io::Error::new(io::ErrorKind::WriteZero, "splice wrote 0 bytes");
-                    return Err(Failure {
-                        side: Side::Dst,
-                        err,
-                    });
+                    return Err(Failure { side: Side::Dst, err });
                 }
                 Ok(n) => {
                     left -= n;
@@ -317,17 +307,12 @@ impl Half<'_> {
                     self.last_active.set(Instant::now());
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    self.dst.writable(false).await.map_err(|err| Failure {
-                        side: Side::Dst,
-                        err,
-                    })?;
+                    self.dst
+                        .writable(false)
+                        .await
+                        .map_err(|err| Failure { side: Side::Dst, err })?;
                 }
-                Err(err) => {
-                    return Err(Failure {
-                        side: Side::Dst,
-                        err,
-                    })
-                }
+                Err(err) => return Err(Failure { side: Side::Dst, err }),
             }
         }
         Ok(())
@@ -382,9 +367,7 @@ async fn watch_idle(last_active: &Cell<Instant>, idle: Option<Duration>) {
         if Instant::now() >= deadline {
             return;
         }
-        sleep
-            .as_mut()
-            .reset(monoio::time::Instant::from_std(deadline));
+        sleep.as_mut().reset(monoio::time::Instant::from_std(deadline));
     }
 }
 
@@ -516,13 +499,9 @@ mod tests {
     }
 
     async fn link(l: &Listeners) -> Link {
-        let client = TcpStream::connect(l.gateway.local_addr().unwrap())
-            .await
-            .unwrap();
+        let client = TcpStream::connect(l.gateway.local_addr().unwrap()).await.unwrap();
         let (gw_client, _) = l.gateway.accept().await.unwrap();
-        let gw_node = TcpStream::connect(l.node.local_addr().unwrap())
-            .await
-            .unwrap();
+        let gw_node = TcpStream::connect(l.node.local_addr().unwrap()).await.unwrap();
         let (node, _) = l.node.accept().await.unwrap();
         Link {
             client,
@@ -734,12 +713,7 @@ mod tests {
             };
             let (out, ((), (), at_client, at_node)) = join(
                 relay(&gw_client, &gw_node, &pool, None, std::future::pending()),
-                join4(
-                    c_send,
-                    n_send,
-                    recv_to_eof(&mut c_rd),
-                    recv_to_eof(&mut n_rd),
-                ),
+                join4(c_send, n_send, recv_to_eof(&mut c_rd), recv_to_eof(&mut n_rd)),
             )
             .await;
             assert!(
@@ -794,24 +768,13 @@ mod tests {
                     // 1. `first` sends and half-closes; `second` reads it all, then EOF.
                     send(&mut first, b"ping".to_vec()).await;
                     first.shutdown().await.unwrap();
-                    assert_eq!(
-                        recv_to_eof(&mut second).await,
-                        b"ping",
-                        "{ctx}: first → second"
-                    );
+                    assert_eq!(recv_to_eof(&mut second).await, b"ping", "{ctx}: first → second");
                     // 2. The other direction still works after the EOF.
                     send(&mut second, b"pong".to_vec()).await;
-                    assert_eq!(
-                        recv_exact(&mut first, 4).await,
-                        b"pong",
-                        "{ctx}: second → first"
-                    );
+                    assert_eq!(recv_exact(&mut first, 4).await, b"pong", "{ctx}: second → first");
                     // 3. `second` closes: `first` sees EOF; the relay ends Closed.
                     drop(second);
-                    assert!(
-                        recv_to_eof(&mut first).await.is_empty(),
-                        "{ctx}: EOF after close"
-                    );
+                    assert!(recv_to_eof(&mut first).await.is_empty(), "{ctx}: EOF after close");
                 };
                 let (out, ()) = join(
                     relay(&gw_client, &gw_node, &pool, None, std::future::pending()),
@@ -895,23 +858,13 @@ mod tests {
                     std::future::pending::<()>().await;
                 };
                 // 3. The relay ends on its own with the reset side's error.
-                let relay_fut = pin!(relay(
-                    &gw_client,
-                    &gw_node,
-                    &pool,
-                    None,
-                    std::future::pending()
-                ));
+                let relay_fut = pin!(relay(&gw_client, &gw_node, &pool, None, std::future::pending()));
                 let out = match futures_util::future::select(relay_fut, pin!(scenario)).await {
                     futures_util::future::Either::Left((out, _)) => out,
                     futures_util::future::Either::Right(_) => unreachable!("scenario never ends"),
                 };
                 assert_eq!(out.end, case.want, "{} ({})", case.name, kind.as_str());
-                assert!(
-                    out.bytes_up >= 2 && out.bytes_down >= 2,
-                    "{}: {out:?}",
-                    case.name
-                );
+                assert!(out.bytes_up >= 2 && out.bytes_down >= 2, "{}: {out:?}", case.name);
             });
         }
     }
@@ -967,22 +920,12 @@ mod tests {
                     }
                     monoio::time::sleep(Duration::from_millis(25)).await;
                 }
-                assert!(
-                    start.elapsed() > IDLE,
-                    "the flow must outlast the idle timeout"
-                );
+                assert!(start.elapsed() > IDLE, "the flow must outlast the idle timeout");
                 Instant::now()
             };
             let (out, flow_end) = join(
                 async {
-                    let out = relay(
-                        &gw_client,
-                        &gw_node,
-                        &pool,
-                        Some(IDLE),
-                        std::future::pending(),
-                    )
-                    .await;
+                    let out = relay(&gw_client, &gw_node, &pool, Some(IDLE), std::future::pending()).await;
                     (out, Instant::now())
                 },
                 scenario,
@@ -990,10 +933,7 @@ mod tests {
             .await;
             let ((out, relay_end), flow_end) = (out, flow_end);
             assert_eq!(out.end, RelayEnd::IdleTimeout);
-            assert!(
-                relay_end > flow_end,
-                "the idle timeout fired during the flow"
-            );
+            assert!(relay_end > flow_end, "the idle timeout fired during the flow");
             assert_eq!((out.bytes_up, out.bytes_down), (TICKS / 2, TICKS / 2));
         });
     }
@@ -1019,19 +959,11 @@ mod tests {
                 assert_eq!(recv_exact(&mut client, 4).await, b"defg");
                 stop.fire();
             };
-            let (out, ()) = join(
-                relay(&gw_client, &gw_node, &pool, None, stop.wait()),
-                scenario,
-            )
-            .await;
+            let (out, ()) = join(relay(&gw_client, &gw_node, &pool, None, stop.wait()), scenario).await;
             assert_eq!(out.end, RelayEnd::Stopped);
             assert_eq!((out.bytes_up, out.bytes_down), (3, 4));
             assert!(pool.created() >= 1);
-            assert_eq!(
-                pool.idle() as u64,
-                pool.created(),
-                "a pipe was not given back"
-            );
+            assert_eq!(pool.idle() as u64, pool.created(), "a pipe was not given back");
         });
     }
 
@@ -1101,11 +1033,7 @@ mod tests {
             drop(node);
             assert_eq!(out.end, RelayEnd::Stopped);
             assert!(out.bytes_up > 0);
-            assert_eq!(
-                pool.idle(),
-                0,
-                "the pipe holding bytes went back to the pool"
-            );
+            assert_eq!(pool.idle(), 0, "the pipe holding bytes went back to the pool");
         });
     }
 
@@ -1135,12 +1063,7 @@ mod tests {
                 };
                 let (out, ((), (), at_client, at_node)) = join(
                     relay(&gw_client, &gw_node, &pool, None, std::future::pending()),
-                    join4(
-                        c_send,
-                        n_send,
-                        recv_to_eof(&mut c_rd),
-                        recv_to_eof(&mut n_rd),
-                    ),
+                    join4(c_send, n_send, recv_to_eof(&mut c_rd), recv_to_eof(&mut n_rd)),
                 )
                 .await;
                 assert_eq!(
@@ -1199,7 +1122,11 @@ mod tests {
             })
             .await;
             let after = iou_worker_threads();
-            eprintln!("{}: iou-wrk threads before {before}, with {RELAYS} idle relays {after}; pipes created {}", kind.as_str(), pool.created());
+            eprintln!(
+                "{}: iou-wrk threads before {before}, with {RELAYS} idle relays {after}; pipes created {}",
+                kind.as_str(),
+                pool.created()
+            );
             assert!(
                 after <= before + SLACK,
                 "{}: iou-wrk threads {before} → {after}",
@@ -1213,10 +1140,7 @@ mod tests {
             stop.fire();
             for t in tasks {
                 let out = t.await;
-                assert_eq!(
-                    (out.end, out.bytes_up, out.bytes_down),
-                    (RelayEnd::Stopped, 1, 0)
-                );
+                assert_eq!((out.end, out.bytes_up, out.bytes_down), (RelayEnd::Stopped, 1, 0));
             }
         });
     }

@@ -44,11 +44,7 @@ pub fn route<'b>(snap: &Snapshot, target: &'b str) -> Result<RouteMatch<'b>, Rej
     let (key, rest) = after_context.split_at(key_len);
     let service = *snap.by_route.get(key).ok_or(Reject::NotFound)?;
     match snap.services.get(service) {
-        Some(s) if s.routable => Ok(RouteMatch {
-            service,
-            rest,
-            query,
-        }),
+        Some(s) if s.routable => Ok(RouteMatch { service, rest, query }),
         _ => Err(Reject::NotFound),
     }
 }
@@ -126,10 +122,7 @@ struct OriginParts<'a> {
 /// and ports outside 1–65535. IPv6 hosts are bracketed (`[::1]`).
 fn split_origin(s: &str) -> Option<OriginParts<'_>> {
     let (scheme, authority) = s.split_once("://")?;
-    let scheme_ok = scheme
-        .as_bytes()
-        .first()
-        .is_some_and(u8::is_ascii_alphabetic)
+    let scheme_ok = scheme.as_bytes().first().is_some_and(u8::is_ascii_alphabetic)
         && scheme
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
@@ -199,9 +192,8 @@ pub fn parse_allowed_origin(entry: &str) -> Result<AllowedOrigin, String> {
     if e.eq_ignore_ascii_case("null") {
         return Ok(AllowedOrigin::Null);
     }
-    let parts = split_origin(e).ok_or_else(|| {
-        format!("allowed-origins entry {e:?} is not *, null or scheme://host[:port]")
-    })?;
+    let parts = split_origin(e)
+        .ok_or_else(|| format!("allowed-origins entry {e:?} is not *, null or scheme://host[:port]"))?;
     Ok(AllowedOrigin::Exact {
         scheme: parts.scheme.to_ascii_lowercase(),
         host: parts.host.to_ascii_lowercase(),
@@ -273,9 +265,7 @@ pub fn write_preflight(
     out.extend_from_slice(
         b"\r\nAccess-Control-Allow-Methods: GET, OPTIONS\r\nAccess-Control-Allow-Headers: ",
     );
-    let mut requested = head
-        .headers_named("access-control-request-headers")
-        .peekable();
+    let mut requested = head.headers_named("access-control-request-headers").peekable();
     if requested.peek().is_none() {
         out.extend_from_slice(DEFAULT_ALLOW_HEADERS.as_bytes());
     }
@@ -339,6 +329,7 @@ mod tests {
             allowed_origins: vec![],
             services,
             by_route,
+            limits: Default::default(),
         }
     }
 
@@ -409,8 +400,8 @@ mod tests {
         ];
         for (name, ctx, target, want) in cases {
             let snap = snapshot(ctx);
-            let got = route(&snap, target)
-                .map(|m| (m.service, m.rest.to_string(), m.query.map(str::to_string)));
+            let got =
+                route(&snap, target).map(|m| (m.service, m.rest.to_string(), m.query.map(str::to_string)));
             assert_eq!(got, want, "case {name}");
         }
     }
@@ -463,20 +454,14 @@ mod tests {
             "1http://a", "http://[::1", "http://[]", "http://[zz]", "http://a b", "://a", "http://a:8080:1",
         ];
         for entry in garbage {
-            assert!(
-                parse_allowed_origin(entry).is_err(),
-                "garbage {entry:?} accepted"
-            );
+            assert!(parse_allowed_origin(entry).is_err(), "garbage {entry:?} accepted");
         }
     }
 
     #[test]
     fn check_origin_cases() {
         let list = |entries: &[&str]| -> Vec<AllowedOrigin> {
-            entries
-                .iter()
-                .map(|e| parse_allowed_origin(e).unwrap())
-                .collect()
+            entries.iter().map(|e| parse_allowed_origin(e).unwrap()).collect()
         };
         let forbidden = Err(Reject::Forbidden("origin"));
         // (name, Origin header, allowed list, expected)

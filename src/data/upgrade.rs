@@ -210,9 +210,7 @@ mod tests {
         ];
         for (name, version, headers, want) in cases {
             let raw = upgrade_head(version, &headers);
-            let got = with_head(&raw, |h| {
-                validate_upgrade(h).map(|u| assert_eq!(u.key.len(), 24))
-            });
+            let got = with_head(&raw, |h| validate_upgrade(h).map(|u| assert_eq!(u.key.len(), 24)));
             assert_eq!(got, want, "case {name}");
         }
     }

@@ -67,9 +67,7 @@ pub fn forward_head(head: &RequestHead, m: &RouteMatch, p: &ForwardParams, out: 
     out.extend_from_slice(b"\r\n");
 
     for h in head.headers {
-        let dropped = DROPPED_HEADERS
-            .iter()
-            .any(|d| h.name.eq_ignore_ascii_case(d))
+        let dropped = DROPPED_HEADERS.iter().any(|d| h.name.eq_ignore_ascii_case(d))
             || list_has_token(head.headers_named("connection"), h.name);
         if !dropped {
             put_header(out, h.name.as_bytes(), h.value);
@@ -90,11 +88,7 @@ pub fn forward_head(head: &RequestHead, m: &RouteMatch, p: &ForwardParams, out: 
         put_header(out, b"X-Forwarded-Host", host);
     }
     if p.service.keep_group {
-        let _ = write!(
-            out,
-            "capi-group: /{}/{}\r\n",
-            p.service.name, p.service.group
-        );
+        let _ = write!(out, "capi-group: /{}/{}\r\n", p.service.name, p.service.group);
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -405,8 +399,7 @@ mod tests {
 
     const WS: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\n\
                       Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
-    const KEY_VER: &str =
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+    const KEY_VER: &str = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
     const START: &str = "GET / HTTP/1.1\r\nHost: 10.0.0.7:9001\r\n";
     const UPGRADE: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\n";
     const PROTO: &str = "X-Forwarded-Proto: http\r\n";

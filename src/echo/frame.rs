@@ -161,11 +161,7 @@ pub fn parse_client_header(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, P
 
 /// Data frames must form messages: a continuation only inside a fragmented message, a new
 /// text/binary frame only outside one (RFC 6455 §5.4). `in_message` tracks that state.
-pub fn check_sequence(
-    in_message: &mut bool,
-    opcode: Opcode,
-    fin: bool,
-) -> Result<(), ProtocolError> {
+pub fn check_sequence(in_message: &mut bool, opcode: Opcode, fin: bool) -> Result<(), ProtocolError> {
     match (opcode, *in_message) {
         (Opcode::Continuation, false) => return Err(ProtocolError::UnexpectedContinuation),
         (Opcode::Text | Opcode::Binary, true) => return Err(ProtocolError::ExpectedContinuation),
@@ -188,8 +184,7 @@ pub fn apply_mask(data: &mut [u8], mask: [u8; 4], offset: usize) {
         mask[(shift + 3) & 3],
     ];
     let word = u64::from_ne_bytes([
-        rotated[0], rotated[1], rotated[2], rotated[3], rotated[0], rotated[1], rotated[2],
-        rotated[3],
+        rotated[0], rotated[1], rotated[2], rotated[3], rotated[0], rotated[1], rotated[2], rotated[3],
     ]);
     let mut chunks = data.chunks_exact_mut(8);
     for chunk in &mut chunks {
@@ -268,11 +263,7 @@ mod tests {
         Option<(usize, ProtocolError)>,
     );
     /// (name, close payload, expected reply code)
-    type CloseCase = (
-        &'static str,
-        &'static [u8],
-        Result<Option<u16>, ProtocolError>,
-    );
+    type CloseCase = (&'static str, &'static [u8], Result<Option<u16>, ProtocolError>);
 
     /// A masked client frame header with the given first byte, length and `MASK`.
     fn client_header(b0: u8, len: u64) -> Vec<u8> {
@@ -290,14 +281,7 @@ mod tests {
             ("7-bit empty text", 0x81, 0, Opcode::Text, true, 6),
             ("7-bit 125 binary", 0x82, 125, Opcode::Binary, true, 6),
             ("16-bit 126", 0x82, 126, Opcode::Binary, true, 8),
-            (
-                "16-bit 65535 non-fin",
-                0x02,
-                65_535,
-                Opcode::Binary,
-                false,
-                8,
-            ),
+            ("16-bit 65535 non-fin", 0x02, 65_535, Opcode::Binary, false, 8),
             ("64-bit 65536", 0x82, 65_536, Opcode::Binary, true, 14),
             (
                 "64-bit 1 MiB continuation",
@@ -354,11 +338,7 @@ mod tests {
                 ProtocolError::ControlTooLong,
             ),
             ("close 64-bit", &[0x88, 0xFF], ProtocolError::ControlTooLong),
-            (
-                "fragmented ping",
-                &[0x09, 0x80],
-                ProtocolError::ControlFragmented,
-            ),
+            ("fragmented ping", &[0x09, 0x80], ProtocolError::ControlFragmented),
             (
                 "fragmented close",
                 &[0x08, 0x82],
@@ -372,11 +352,7 @@ mod tests {
         ];
         for &(name, bytes, want) in cases {
             assert_eq!(parse_client_header(bytes), Err(want), "{name}");
-            assert_eq!(
-                want.close_code(),
-                CLOSE_PROTOCOL_ERROR,
-                "{name}: close code"
-            );
+            assert_eq!(want.close_code(), CLOSE_PROTOCOL_ERROR, "{name}: close code");
         }
     }
 
@@ -392,11 +368,7 @@ mod tests {
         ];
         for &(name, len) in payloads {
             let plain: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
-            let naive: Vec<u8> = plain
-                .iter()
-                .enumerate()
-                .map(|(i, b)| b ^ MASK[i % 4])
-                .collect();
+            let naive: Vec<u8> = plain.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]).collect();
             let mut whole = plain.clone();
             apply_mask(&mut whole, MASK, 0);
             assert_eq!(whole, naive, "{name}: whole");
@@ -417,14 +389,9 @@ mod tests {
     #[test]
     fn known_rfc_example_unmasks_to_hello() {
         // RFC 6455 §5.7: a masked "Hello".
-        let frame = [
-            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
-        ];
+        let frame = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
         let (h, n) = parse_client_header(&frame).unwrap().unwrap();
-        assert_eq!(
-            (h.opcode, h.fin, h.payload_len, n),
-            (Opcode::Text, true, 5, 6)
-        );
+        assert_eq!((h.opcode, h.fin, h.payload_len, n), (Opcode::Text, true, 5, 6));
         let mut payload = frame[n..].to_vec();
         apply_mask(&mut payload, h.mask, 0);
         assert_eq!(payload, b"Hello");
@@ -435,13 +402,7 @@ mod tests {
         let cases: &[(&str, bool, Opcode, u64, &[u8])] = &[
             ("text 5", true, Opcode::Text, 5, &[0x81, 0x05]),
             ("binary 125", true, Opcode::Binary, 125, &[0x82, 125]),
-            (
-                "binary 126",
-                true,
-                Opcode::Binary,
-                126,
-                &[0x82, 126, 0x00, 0x7E],
-            ),
+            ("binary 126", true, Opcode::Binary, 126, &[0x82, 126, 0x00, 0x7E]),
             (
                 "non-fin 65535",
                 false,
@@ -499,11 +460,10 @@ mod tests {
         ];
         for &(name, frames, want) in cases {
             let mut in_message = false;
-            let got = frames.iter().enumerate().find_map(|(i, &(op, fin))| {
-                check_sequence(&mut in_message, op, fin)
-                    .err()
-                    .map(|e| (i, e))
-            });
+            let got = frames
+                .iter()
+                .enumerate()
+                .find_map(|(i, &(op, fin))| check_sequence(&mut in_message, op, fin).err().map(|e| (i, e)));
             assert_eq!(got, want, "{name}");
         }
     }
@@ -521,11 +481,7 @@ mod tests {
                 &[0x03, 0xED],
                 Err(ProtocolError::InvalidCloseCode),
             ),
-            (
-                "below 1000",
-                &[0x03, 0xE7],
-                Err(ProtocolError::InvalidCloseCode),
-            ),
+            ("below 1000", &[0x03, 0xE7], Err(ProtocolError::InvalidCloseCode)),
             ("5000", &[0x13, 0x88], Err(ProtocolError::InvalidCloseCode)),
             (
                 "bad utf-8 reason",

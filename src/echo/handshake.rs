@@ -39,8 +39,7 @@ pub fn parse_head(buf: &[u8]) -> Head<'_> {
         Ok(httparse::Status::Partial) => return bad("request head too large"),
         Err(_) => return bad("malformed request head"),
     };
-    let (mut upgrade, mut connection, mut version, mut key, mut protocol) =
-        (false, false, None, None, None);
+    let (mut upgrade, mut connection, mut version, mut key, mut protocol) = (false, false, None, None, None);
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("upgrade") {
@@ -106,16 +105,12 @@ fn has_token(value: &[u8], token: &[u8]) -> bool {
 /// The key must be base64 of 16 bytes (RFC 6455 §4.1).
 fn is_valid_key(key: &[u8]) -> bool {
     let mut raw = [0u8; 18];
-    key.len() == 24
-        && base64::engine::general_purpose::STANDARD.decode_slice(key, &mut raw) == Ok(16)
+    key.len() == 24 && base64::engine::general_purpose::STANDARD.decode_slice(key, &mut raw) == Ok(16)
 }
 
 /// `Sec-WebSocket-Accept`: base64(SHA-1(key + GUID)) (RFC 6455 §4.2.2).
 fn accept_key(key: &[u8]) -> [u8; 28] {
-    let digest = Sha1::new()
-        .chain_update(key)
-        .chain_update(WS_GUID)
-        .finalize();
+    let digest = Sha1::new().chain_update(key).chain_update(WS_GUID).finalize();
     let mut out = [0u8; 28];
     // 20 bytes always encode to exactly 28 base64 characters, so this cannot fail.
     let _ = base64::engine::general_purpose::STANDARD.encode_slice(digest, &mut out);
@@ -125,9 +120,7 @@ fn accept_key(key: &[u8]) -> [u8; 28] {
 /// Write the HTTP answer for `head` into `out`; returns true when the connection upgrades.
 pub fn push_response(out: &mut Vec<u8>, head: &Head<'_>) -> bool {
     match head {
-        Head::Upgrade {
-            accept, protocol, ..
-        } => {
+        Head::Upgrade { accept, protocol, .. } => {
             out.extend_from_slice(
                 b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
             );
@@ -143,10 +136,7 @@ pub fn push_response(out: &mut Vec<u8>, head: &Head<'_>) -> bool {
             push_plain(out, "200 OK", "", "ok");
             false
         }
-        Head::Bad {
-            reason,
-            version_hint,
-        } => {
+        Head::Bad { reason, version_hint } => {
             let extra = if *version_hint {
                 "Sec-WebSocket-Version: 13\r\n"
             } else {
@@ -191,10 +181,7 @@ mod tests {
     #[test]
     fn validates_request_heads() {
         let ok = upgrade_request("");
-        let long = format!(
-            "GET / HTTP/1.1\r\nX: {}\r\n\r\n",
-            "a".repeat(MAX_HEAD_BYTES)
-        );
+        let long = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD_BYTES));
         let cases: &[(&str, String, &str)] = &[
             ("upgrade", ok.clone(), "upgrade"),
             (
@@ -208,11 +195,7 @@ mod tests {
                 "GET /health HTTP/1.1\r\nHost: x\r\n\r\n".into(),
                 "health",
             ),
-            (
-                "plain GET",
-                "GET / HTTP/1.1\r\nHost: x\r\n\r\n".into(),
-                "bad",
-            ),
+            ("plain GET", "GET / HTTP/1.1\r\nHost: x\r\n\r\n".into(), "bad"),
             ("POST", ok.replace("GET", "POST"), "bad"),
             ("HTTP/1.0", ok.replace("HTTP/1.1", "HTTP/1.0"), "bad"),
             (

@@ -44,8 +44,8 @@ pub fn run_echo(args: &EchoArgs) -> anyhow::Result<()> {
     let listen = resolve_listen(&args.listen)?;
     let choice = parse_driver(&args.driver)?;
     let kind = rt::resolve_driver(choice).map_err(|e| anyhow!(e))?;
-    let (addr, count, events) = start_workers(listen, args.workers, kind)
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let (addr, count, events) =
+        start_workers(listen, args.workers, kind).with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(driver = kind.as_str(), workers = count, %addr, "echo server started");
     eprintln!("listening echo={addr}");
     loop {
@@ -60,11 +60,7 @@ pub fn run_echo(args: &EchoArgs) -> anyhow::Result<()> {
 
 /// Start echo workers in background threads (for the demo); returns the bound address once
 /// all listen.
-pub fn spawn_echo(
-    listen: SocketAddr,
-    workers: usize,
-    driver: DriverChoice,
-) -> io::Result<SocketAddr> {
+pub fn spawn_echo(listen: SocketAddr, workers: usize, driver: DriverChoice) -> io::Result<SocketAddr> {
     let kind = rt::resolve_driver(driver).map_err(io::Error::other)?;
     let (addr, _count, _events) = start_workers(listen, workers, kind)?;
     Ok(addr)
@@ -79,14 +75,7 @@ fn resolve_listen(listen: &str) -> anyhow::Result<SocketAddr> {
 }
 
 fn parse_driver(driver: &str) -> anyhow::Result<DriverChoice> {
-    match driver {
-        "auto" => Ok(DriverChoice::Auto),
-        "iouring" | "io_uring" => Ok(DriverChoice::IoUring),
-        "epoll" => Ok(DriverChoice::Epoll),
-        other => Err(anyhow!(
-            "--driver {other:?}: expected auto, iouring or epoll"
-        )),
-    }
+    DriverChoice::parse(driver).ok_or_else(|| anyhow!("--driver {driver:?}: expected auto, iouring or epoll"))
 }
 
 /// What a worker thread reports to the thread that started it.
@@ -201,12 +190,7 @@ impl Conn {
     async fn run(&mut self) -> io::Result<()> {
         let upgraded = match monoio::time::timeout(HANDSHAKE_TIMEOUT, self.do_handshake()).await {
             Ok(result) => result?,
-            Err(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "handshake timed out",
-                ))
-            }
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "handshake timed out")),
         };
         if upgraded {
             self.run_frames().await
@@ -291,12 +275,7 @@ impl Conn {
     /// Returns false on EOF mid-frame.
     async fn echo_data(&mut self, header: &frame::FrameHeader) -> io::Result<bool> {
         self.reserve(frame::MAX_SERVER_HEADER_LEN).await?;
-        frame::push_server_header(
-            &mut self.wbuf,
-            header.fin,
-            header.opcode,
-            header.payload_len,
-        );
+        frame::push_server_header(&mut self.wbuf, header.fin, header.opcode, header.payload_len);
         let mut remaining = header.payload_len;
         let mut offset = 0usize;
         while remaining > 0 {
@@ -316,8 +295,7 @@ impl Conn {
                 .min(room)
                 .min(usize::try_from(remaining).unwrap_or(usize::MAX));
             let start = self.wbuf.len();
-            self.wbuf
-                .extend_from_slice(&self.rbuf[self.rpos..self.rpos + n]);
+            self.wbuf.extend_from_slice(&self.rbuf[self.rpos..self.rpos + n]);
             frame::apply_mask(&mut self.wbuf[start..], header.mask, offset);
             offset = (offset + n) & 3;
             self.rpos += n;

@@ -61,11 +61,7 @@ pub fn try_ws_connect(
 }
 
 /// WebSocket handshake that must succeed.
-pub fn ws_connect(
-    addr: SocketAddr,
-    path: &str,
-    extra_headers: &[(&str, &str)],
-) -> WebSocket<TcpStream> {
+pub fn ws_connect(addr: SocketAddr, path: &str, extra_headers: &[(&str, &str)]) -> WebSocket<TcpStream> {
     ws_connect_full(addr, path, extra_headers).0
 }
 
@@ -194,12 +190,7 @@ impl RawResponse {
             headers: resp
                 .headers
                 .iter()
-                .map(|h| {
-                    (
-                        h.name.to_owned(),
-                        String::from_utf8_lossy(h.value).into_owned(),
-                    )
-                })
+                .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
                 .collect(),
             head: head.to_vec(),
             body: Vec::new(),
@@ -227,13 +218,7 @@ impl RawResponse {
     /// The gateway's error answer (DESIGN §9): status `code`, `Connection: close`, the
     /// connection closed, body `{"errorCode": code, "errorMessage": "<non-empty>"}`.
     pub fn assert_error(&self, code: u16) {
-        let ctx = || {
-            format!(
-                "{}\n{}",
-                String::from_utf8_lossy(&self.head),
-                self.body_text()
-            )
-        };
+        let ctx = || format!("{}\n{}", String::from_utf8_lossy(&self.head), self.body_text());
         assert_eq!(self.status, code, "status; response:\n{}", ctx());
         let conn = self.header("connection").unwrap_or_default();
         assert!(
@@ -245,10 +230,7 @@ impl RawResponse {
         let v = self.json();
         assert_eq!(v["errorCode"], serde_json::json!(code), "body {v}");
         let msg = v["errorMessage"].as_str().unwrap_or_default();
-        assert!(
-            !msg.is_empty(),
-            "errorMessage must be a non-empty string: {v}"
-        );
+        assert!(!msg.is_empty(), "errorMessage must be a non-empty string: {v}");
     }
 }
 

@@ -139,11 +139,7 @@ fn drain<R: Read + Send + 'static>(
 
 impl Process {
     /// Spawns `BIN args` and waits for a stderr line containing `marker`; returns that line.
-    pub fn spawn(
-        what: &str,
-        args: Vec<OsString>,
-        marker: &str,
-    ) -> Result<(Process, String), String> {
+    pub fn spawn(what: &str, args: Vec<OsString>, marker: &str) -> Result<(Process, String), String> {
         let bin = bin();
         let mut child = Command::new(&bin)
             .args(&args)
@@ -195,18 +191,12 @@ impl Process {
 
     /// Everything the child wrote to stderr so far (ANSI stripped).
     pub fn logs(&self) -> String {
-        self.stderr_log
-            .lock()
-            .map(|l| l.clone())
-            .unwrap_or_default()
+        self.stderr_log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// Everything the child wrote to stdout so far (the access log).
     pub fn stdout(&self) -> String {
-        self.stdout_log
-            .lock()
-            .map(|l| l.clone())
-            .unwrap_or_default()
+        self.stdout_log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// The exit status, if the child exits within `timeout`.
@@ -299,12 +289,7 @@ impl Gateway {
         }
     }
 
-    pub fn try_start(
-        yaml: &str,
-        driver: &str,
-        workers: usize,
-        extra: &[&str],
-    ) -> Result<Gateway, String> {
+    pub fn try_start(yaml: &str, driver: &str, workers: usize, extra: &[&str]) -> Result<Gateway, String> {
         let dir = TempDir::new();
         let file = dir.path().join("capi.yaml");
         std::fs::write(&file, yaml).map_err(|e| format!("writing {file:?}: {e}"))?;

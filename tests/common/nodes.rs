@@ -58,12 +58,7 @@ impl Head {
             headers: req
                 .headers
                 .iter()
-                .map(|h| {
-                    (
-                        h.name.to_owned(),
-                        String::from_utf8_lossy(h.value).into_owned(),
-                    )
-                })
+                .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
                 .collect(),
         })
     }
@@ -306,11 +301,7 @@ impl Node {
     /// Panics if any script failed.
     pub fn check(&self) {
         let failures = self.failures();
-        assert!(
-            failures.is_empty(),
-            "node {} failed: {failures:#?}",
-            self.addr
-        );
+        assert!(failures.is_empty(), "node {} failed: {failures:#?}", self.addr);
     }
 
     /// The next request head this node received (waits ≤ `EVENT_TIMEOUT`).
@@ -361,9 +352,7 @@ impl Node {
     pub fn ws_echo() -> Node {
         Node::start(|mut conn| {
             let rest = conn.handshake()?;
-            conn.stream
-                .set_read_timeout(None)
-                .map_err(|e| e.to_string())?;
+            conn.stream.set_read_timeout(None).map_err(|e| e.to_string())?;
             let (mut ws, events) = conn.into_ws(rest);
             ws_echo_loop(&mut ws, &events)
         })
@@ -373,9 +362,7 @@ impl Node {
     pub fn raw_echo() -> Node {
         Node::start(|mut conn| {
             let rest = conn.handshake()?;
-            conn.stream
-                .set_read_timeout(None)
-                .map_err(|e| e.to_string())?;
+            conn.stream.set_read_timeout(None).map_err(|e| e.to_string())?;
             wire::write_all(&mut conn.stream, &rest)?;
             let mut buf = [0u8; 16 * 1024];
             loop {
@@ -445,9 +432,7 @@ impl Node {
         Node::start(move |mut conn| {
             let (head, rest) = conn.read_request()?;
             conn.answer_101(&head, &frame)?;
-            conn.stream
-                .set_read_timeout(None)
-                .map_err(|e| e.to_string())?;
+            conn.stream.set_read_timeout(None).map_err(|e| e.to_string())?;
             let (mut ws, events) = conn.into_ws(rest);
             ws_echo_loop(&mut ws, &events)
         })

@@ -184,14 +184,8 @@ pub fn decode_frame(buf: &[u8]) -> Option<(Frame, usize)> {
     let opcode = buf[0] & 0x0F;
     let masked = buf[1] & 0x80 != 0;
     let (len, mut at) = match buf[1] & 0x7F {
-        126 => (
-            u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize,
-            4,
-        ),
-        127 => (
-            u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize,
-            10,
-        ),
+        126 => (u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize, 4),
+        127 => (u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize, 10),
         n => (n as usize, 2),
     };
     let mask = if masked {

@@ -1,0 +1,451 @@
+//! One client connection, DESIGN §2 in order: read the head, classify, validate the upgrade,
+//! route, check the origin, authorize, pick and connect a node, forward the head, check its
+//! answer, relay, finish. This is the only place that calls the phases; every connection ends
+//! in [`finish`]. The handshake runs in a boxed future so its buffers are freed before the
+//! (possibly days-long) relay starts.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+use crate::data::authz::authorize;
+use crate::data::balance::{ActiveGuard, LocalTable};
+use crate::data::head::{parse_request, MAX_HEADERS};
+use crate::data::reject::Reject;
+use crate::data::relay::{relay, RelayEnd};
+use crate::data::route::{check_origin, route, write_preflight};
+use crate::data::upgrade::{accept_key, classify, validate_upgrade, Preflight};
+use crate::data::upstream::{
+    body_framing, check_switch, chunked_body_len, forward_head, parse_response, BodyFraming, ForwardParams,
+    MAX_RELAYED_BODY,
+};
+use crate::data::worker::WorkerCtx;
+
+/// First allocation for a request or response head; grows up to the limit.
+const INITIAL_HEAD_BUF: usize = 2048;
+/// Largest response head accepted from a node.
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+/// After an error answer: how long and how much we read from the client before closing, so
+/// unread request bytes do not turn our close into a reset that destroys the answer.
+const LINGER_TIME: Duration = Duration::from_millis(500);
+const LINGER_BYTES: usize = 64 * 1024;
+
+const HEALTH_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\nConnection: close\r\n\r\n{\"status\":\"UP\"}";
+
+/// What happened to one connection: the input of [`finish`].
+struct Outcome {
+    peer: SocketAddr,
+    started: Instant,
+    /// HTTP status answered (101 when relayed); 0 when the client left before any answer.
+    status: u16,
+    /// Static reason for a refusal or the end of a relay.
+    reason: &'static str,
+    service: Option<usize>,
+    node: Option<usize>,
+    bytes_up: u64,
+    bytes_down: u64,
+}
+
+/// A node connection that answered 101, ready to relay.
+struct Upgraded {
+    node: TcpStream,
+    _active: ActiveGuard,
+}
+
+pub async fn handle_conn(ctx: Rc<WorkerCtx>, table: Rc<LocalTable>, mut client: TcpStream, peer: SocketAddr) {
+    let _ = client.set_nodelay(true);
+    let mut out = Outcome {
+        peer,
+        started: Instant::now(),
+        status: 0,
+        reason: "",
+        service: None,
+        node: None,
+        bytes_up: 0,
+        bytes_down: 0,
+    };
+    // NOTE: boxed on purpose — the handshake state (head buffer, parsed headers) is freed when it
+    // completes instead of living inside this task for the whole relay.
+    let upgraded = Box::pin(do_handshake(&table, &mut client, &mut out)).await;
+    if let Some(up) = upgraded {
+        let idle = table.snap.limits.idle_timeout;
+        let r = relay(&client, &up.node, &ctx.pipes, idle, std::future::pending::<()>()).await;
+        out.bytes_up += r.bytes_up;
+        out.bytes_down += r.bytes_down;
+        out.reason = relay_end_label(r.end);
+    }
+    finish(&ctx, &table, &out);
+}
+
+fn relay_end_label(end: RelayEnd) -> &'static str {
+    match end {
+        RelayEnd::Closed => "closed",
+        RelayEnd::ClientError => "client error",
+        RelayEnd::NodeError => "node error",
+        RelayEnd::IdleTimeout => "idle timeout",
+        RelayEnd::Stopped => "stopped",
+    }
+}
+
+/// The one exit of every connection (DESIGN §2 step 12).
+fn finish(ctx: &WorkerCtx, table: &LocalTable, out: &Outcome) {
+    let svc = out.service.map(|i| &table.snap.services[i]);
+    let node = svc.zip(out.node).map(|(s, n)| s.nodes[n].host_port.as_str());
+    tracing::debug!(
+        target: "access",
+        worker = ctx.id,
+        remote = %out.peer,
+        status = out.status,
+        reason = out.reason,
+        service = svc.map_or("", |s| s.label.as_str()),
+        node = node.unwrap_or(""),
+        duration_ms = out.started.elapsed().as_millis() as u64,
+        bytes_up = out.bytes_up,
+        bytes_down = out.bytes_down,
+        "connection closed"
+    );
+}
+
+enum HeadError {
+    Reject(Reject),
+    /// The client closed, failed or was too slow: nothing to answer.
+    Gone(&'static str),
+}
+
+/// Read until a complete request head is buffered; returns its length. Bounded by
+/// `max-header-bytes` (431) and the handshake deadline.
+async fn read_head(
+    client: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    max: usize,
+    deadline: Duration,
+) -> Result<usize, HeadError> {
+    let read = async {
+        loop {
+            {
+                let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                match parse_request(buf, &mut storage) {
+                    Ok(Some(head)) => return Ok(head.head_len),
+                    Ok(None) => {}
+                    Err(r) => return Err(HeadError::Reject(r)),
+                }
+            }
+            if buf.len() >= max {
+                return Err(HeadError::Reject(Reject::HeaderTooLarge));
+            }
+            if buf.len() == buf.capacity() {
+                let grow = buf.capacity().max(INITIAL_HEAD_BUF).min(max - buf.len());
+                buf.reserve_exact(grow);
+            }
+            let cap = buf.capacity().min(max);
+            let owned = std::mem::take(buf);
+            let start = owned.len();
+            let (res, slice) = client.read(owned.slice_mut(start..cap)).await;
+            *buf = slice.into_inner();
+            match res {
+                Ok(0) => return Err(HeadError::Gone("client closed before a complete head")),
+                Ok(_) => {}
+                Err(_) => return Err(HeadError::Gone("client read error")),
+            }
+        }
+    };
+    match monoio::time::timeout(deadline, read).await {
+        Ok(r) => r,
+        Err(_) => Err(HeadError::Gone("handshake timeout")),
+    }
+}
+
+/// Steps 2–10. `None` when the connection was answered (or lost) without an upgrade.
+async fn do_handshake(table: &LocalTable, client: &mut TcpStream, out: &mut Outcome) -> Option<Upgraded> {
+    let snap = &table.snap;
+    let limits = &snap.limits;
+    let mut buf = Vec::with_capacity(INITIAL_HEAD_BUF.min(limits.max_header_bytes));
+    let head_len = match read_head(
+        client,
+        &mut buf,
+        limits.max_header_bytes,
+        limits.handshake_timeout,
+    )
+    .await
+    {
+        Ok(n) => n,
+        Err(HeadError::Reject(r)) => return answer_reject(client, r, out).await,
+        Err(HeadError::Gone(why)) => {
+            out.reason = why;
+            return None;
+        }
+    };
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let head = match parse_request(&buf[..head_len], &mut storage) {
+        Ok(Some(h)) => h,
+        Ok(None) => return answer_reject(client, Reject::BadRequest("incomplete request head"), out).await,
+        Err(r) => return answer_reject(client, r, out).await,
+    };
+
+    // Step 3: health probe, CORS preflight, method.
+    match classify(&head) {
+        Err(r) => return answer_reject(client, r, out).await,
+        Ok(Preflight::Health) => {
+            out.status = 200;
+            out.reason = "health";
+            write_and_linger(client, HEALTH_RESPONSE.to_vec()).await;
+            return None;
+        }
+        Ok(Preflight::Options) => {
+            let m = match route(snap, head.target) {
+                Ok(m) => m,
+                Err(r) => return answer_reject(client, r, out).await,
+            };
+            out.service = Some(m.service);
+            let svc = &snap.services[m.service];
+            let allowed = svc.allowed_origins.as_deref().unwrap_or(&snap.allowed_origins);
+            let mut resp = Vec::with_capacity(512);
+            if let Err(r) = write_preflight(&head, allowed, &mut resp) {
+                return answer_reject(client, r, out).await;
+            }
+            out.status = 202;
+            out.reason = "preflight";
+            write_and_linger(client, resp).await;
+            return None;
+        }
+        Ok(Preflight::Upgrade) => {}
+    }
+
+    // Steps 4–7: upgrade headers, route, origin, authorization.
+    let upgrade = match validate_upgrade(&head) {
+        Ok(u) => u,
+        Err(r) => return answer_reject(client, r, out).await,
+    };
+    let m = match route(snap, head.target) {
+        Ok(m) => m,
+        Err(r) => return answer_reject(client, r, out).await,
+    };
+    out.service = Some(m.service);
+    let svc = &snap.services[m.service];
+    let allowed = svc.allowed_origins.as_deref().unwrap_or(&snap.allowed_origins);
+    if let Err(r) = check_origin(head.header("origin"), allowed) {
+        return answer_reject(client, r, out).await;
+    }
+    if let Err(r) = authorize(svc) {
+        return answer_reject(client, r, out).await;
+    }
+    let expected_accept = accept_key(upgrade.key);
+
+    // Step 8: pick a node and connect, failing over.
+    let candidates = table.candidates(m.service, limits.load_balancing, Instant::now());
+    if candidates.is_empty() {
+        return answer_reject(client, Reject::Unavailable, out).await;
+    }
+    let mut connected = None;
+    for idx in candidates {
+        let Some(addr) = svc.nodes[idx].addr else { continue };
+        let state = table.node_state(m.service, idx);
+        match monoio::time::timeout(limits.connect_timeout, TcpStream::connect_addr(addr)).await {
+            Ok(Ok(stream)) => {
+                state.mark_ok();
+                connected = Some((idx, stream, state));
+                break;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(service = %svc.label, node = %svc.nodes[idx].host_port, "connect failed: {e}");
+                state.mark_failed(Instant::now());
+            }
+            Err(_) => {
+                tracing::debug!(service = %svc.label, node = %svc.nodes[idx].host_port, "connect timed out");
+                state.mark_failed(Instant::now());
+            }
+        }
+    }
+    let Some((idx, mut node, state)) = connected else {
+        return answer_reject(client, Reject::BadGateway("no node reachable"), out).await;
+    };
+    out.node = Some(idx);
+    let active = ActiveGuard::new(state);
+    let _ = node.set_nodelay(true);
+
+    // Step 9: the rewritten head, then whatever the client sent after its head.
+    let leftover = buf.len() - head_len;
+    let mut fwd = Vec::with_capacity(head_len + 256 + leftover);
+    let params = ForwardParams {
+        service: svc,
+        node_host_port: &svc.nodes[idx].host_port,
+        client_ip: out.peer.ip(),
+    };
+    forward_head(&head, &m, &params, &mut fwd);
+    fwd.extend_from_slice(&buf[head_len..]);
+    out.bytes_up += leftover as u64;
+
+    // Step 10: the node's answer, within the upstream timeout.
+    let answer = monoio::time::timeout(limits.upstream_timeout, async {
+        let (res, _) = node.write_all(fwd).await;
+        res.map_err(|_| Reject::BadGateway("node write failed"))?;
+        read_response_head(&mut node).await
+    })
+    .await;
+    let (rbuf, status, resp_head_len) = match answer {
+        Err(_) => return answer_reject(client, Reject::GatewayTimeout, out).await,
+        Ok(Err(r)) => return answer_reject(client, r, out).await,
+        Ok(Ok(v)) => v,
+    };
+    if status != 101 {
+        relay_refusal(
+            client,
+            &mut node,
+            rbuf,
+            resp_head_len,
+            limits.handshake_timeout,
+            out,
+        )
+        .await;
+        return None;
+    }
+    {
+        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let checked = match parse_response(&rbuf, &mut storage) {
+            Ok(Some(resp)) => check_switch(&resp, &expected_accept),
+            Ok(None) => Err(Reject::BadGateway("malformed upstream response")),
+            Err(r) => Err(r),
+        };
+        if let Err(r) = checked {
+            return answer_reject(client, r, out).await;
+        }
+    }
+    let down = rbuf.len() as u64 - resp_head_len as u64;
+    let (res, _) = client.write_all(rbuf).await;
+    if res.is_err() {
+        out.reason = "client gone before the 101";
+        return None;
+    }
+    out.status = 101;
+    out.bytes_down += down;
+    Some(Upgraded {
+        node,
+        _active: active,
+    })
+}
+
+/// Read the node's response head; returns (buffer with head and any bytes after it, status,
+/// head length).
+async fn read_response_head(node: &mut TcpStream) -> Result<(Vec<u8>, u16, usize), Reject> {
+    let mut buf = Vec::with_capacity(INITIAL_HEAD_BUF);
+    loop {
+        {
+            let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            if let Some(resp) = parse_response(&buf, &mut storage)? {
+                let (status, len) = (resp.status, resp.head_len);
+                return Ok((buf, status, len));
+            }
+        }
+        if buf.len() >= MAX_RESPONSE_HEAD {
+            return Err(Reject::BadGateway("upstream response head too large"));
+        }
+        if buf.len() == buf.capacity() {
+            buf.reserve_exact(buf.capacity().min(MAX_RESPONSE_HEAD - buf.len()));
+        }
+        let cap = buf.capacity().min(MAX_RESPONSE_HEAD);
+        let start = buf.len();
+        let (res, slice) = node.read(buf.slice_mut(start..cap)).await;
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => return Err(Reject::BadGateway("node closed during the handshake")),
+            Ok(_) => {}
+            Err(_) => return Err(Reject::BadGateway("node read error during the handshake")),
+        }
+    }
+}
+
+/// A non-101 answer: relay the head and at most 64 KiB of body (DESIGN §12), then close both.
+async fn relay_refusal(
+    client: &mut TcpStream,
+    node: &mut TcpStream,
+    mut buf: Vec<u8>,
+    head_len: usize,
+    deadline: Duration,
+    out: &mut Outcome,
+) {
+    let framing = {
+        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        match parse_response(&buf, &mut storage) {
+            Ok(Some(resp)) => {
+                out.status = resp.status;
+                body_framing(&resp)
+            }
+            _ => BodyFraming::None,
+        }
+    };
+    out.reason = "node refused the upgrade";
+    let limit = head_len + MAX_RELAYED_BODY;
+    let until = Instant::now() + deadline;
+    // Reads go through a scratch buffer so a timeout (which drops the read in flight) never
+    // loses what was already received.
+    let mut scratch = Vec::with_capacity(16 * 1024);
+    loop {
+        let body = &buf[head_len..];
+        let complete = match framing {
+            BodyFraming::None => Some(0),
+            BodyFraming::Length(n) => (body.len() >= n).then_some(n),
+            BodyFraming::Chunked => chunked_body_len(body).unwrap_or(Some(body.len())),
+            BodyFraming::UntilClose => None,
+        };
+        if let Some(n) = complete {
+            buf.truncate(head_len + n.min(MAX_RELAYED_BODY));
+            break;
+        }
+        let remaining = until.saturating_duration_since(Instant::now());
+        if buf.len() >= limit || remaining.is_zero() {
+            break;
+        }
+        let Ok((res, s)) = monoio::time::timeout(remaining, node.read(scratch)).await else {
+            break;
+        };
+        scratch = s;
+        match res {
+            Ok(n) if n > 0 => buf.extend_from_slice(&scratch[..n]),
+            _ => break,
+        }
+    }
+    buf.truncate(limit);
+    out.bytes_down += buf.len().saturating_sub(head_len) as u64;
+    write_and_linger(client, buf).await;
+}
+
+/// Answer a refusal (DESIGN §9) and close.
+async fn answer_reject<T>(client: &mut TcpStream, r: Reject, out: &mut Outcome) -> Option<T> {
+    out.status = r.status();
+    out.reason = r.label();
+    let mut resp = Vec::with_capacity(256);
+    r.write_response(&mut resp);
+    write_and_linger(client, resp).await;
+    None
+}
+
+/// Write a final answer, half-close, and read (bounded) what the client still sends so the
+/// close does not reset the connection before the client has read the answer.
+async fn write_and_linger(client: &mut TcpStream, resp: Vec<u8>) {
+    let (res, _) = client.write_all(resp).await;
+    if res.is_err() {
+        return;
+    }
+    // SAFETY: the fd belongs to `client`, which outlives this call; shutdown does not close it.
+    unsafe {
+        libc::shutdown(client.as_raw_fd(), libc::SHUT_WR);
+    }
+    let _ = monoio::time::timeout(LINGER_TIME, async {
+        let mut seen = 0;
+        let mut scratch = Vec::with_capacity(4096);
+        while seen < LINGER_BYTES {
+            let (res, b) = client.read(scratch).await;
+            scratch = b;
+            match res {
+                Ok(n) if n > 0 => seen += n,
+                _ => return,
+            }
+        }
+    })
+    .await;
+}
