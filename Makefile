@@ -40,3 +40,6 @@ fmt:
 
 clean:
 	$(CARGO) clean
+
+# Benchmarks (bench/): targets live in bench/bench.mk.
+-include bench/bench.mk
