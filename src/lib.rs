@@ -11,6 +11,7 @@ pub mod demo;
 pub mod echo;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod rt;
 pub mod snapshot;
 
@@ -62,8 +63,10 @@ pub fn serve(settings: config::Settings, on_ready: impl FnOnce(&data::worker::Wo
         tracing::warn!("io_uring is not available here; using the epoll driver");
     }
     let capacity = limits::raise_nofile();
-    let published = control::start(&settings);
-    let workers = match data::worker::start_workers(&settings, published, driver) {
+    let worker_count = data::worker::resolve_worker_count(&settings);
+    let control = control::Control::new(settings, worker_count);
+    let settings = control.settings();
+    let workers = match data::worker::start_workers(&settings, &control, driver) {
         Ok(w) => w,
         Err(e) => {
             eprintln!("capi-ws: {e:#}");

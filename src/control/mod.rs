@@ -1,35 +1,93 @@
-//! Control plane: plain `std::thread`s doing blocking work (table building with DNS, later
-//! Consul sync, JWKS refresh, signals). It is the only publisher of the [`Snapshot`]; workers
-//! never wait for it.
+//! Control plane: plain `std::thread`s doing blocking work (table building with DNS, Consul
+//! sync, JWKS refresh, signals). [`Control`] is the only publisher of the [`Snapshot`]: every
+//! producer hands its part here and the whole table is rebuilt and published; workers never
+//! wait for any of it.
+#![allow(clippy::disallowed_types)] // locks are allowed on the control plane (not per connection)
 
 pub mod table;
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::config::Settings;
-use crate::snapshot::{Published, Snapshot};
+use crate::metrics::Metrics;
+use crate::snapshot::{Instance, Published, Snapshot};
 
-/// The snapshot built from the config file alone (static services).
-pub fn static_snapshot(settings: &Settings) -> Snapshot {
-    table::build_snapshot(
-        settings,
-        table::static_instances(settings),
-        &table::system_resolve,
-    )
+/// The latest part delivered by each producer; the snapshot is built from all of them.
+#[derive(Default)]
+struct Parts {
+    /// Instances from each Consul host (key: the host's endpoint), as last synced.
+    consul: BTreeMap<String, Vec<Instance>>,
 }
 
-/// Build the first snapshot and the publication point the workers read.
-pub fn start(settings: &Settings) -> Arc<Published> {
-    let first = static_snapshot(settings);
-    for svc in &first.services {
-        if let Some(reason) = &svc.reason {
-            tracing::warn!(service = %svc.label, "service not routable: {reason}");
+/// The control plane's shared state: current settings, producers' parts, the publication
+/// point and the metrics.
+pub struct Control {
+    settings: RwLock<Arc<Settings>>,
+    parts: Mutex<Parts>,
+    pub published: Arc<Published>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Control {
+    /// Build the first snapshot (static services) and the publication point.
+    pub fn new(settings: Settings, workers: usize) -> Arc<Control> {
+        let parts = Parts::default();
+        let first = build(&settings, &parts);
+        for svc in &first.services {
+            if let Some(reason) = &svc.reason {
+                tracing::warn!(service = %svc.label, "service not routable: {reason}");
+            }
         }
+        tracing::info!(
+            services = first.services.len(),
+            routes = first.by_route.len(),
+            "routing table built"
+        );
+        Arc::new(Control {
+            settings: RwLock::new(Arc::new(settings)),
+            parts: Mutex::new(parts),
+            published: Published::new(first),
+            metrics: Arc::new(Metrics::new(workers)),
+        })
     }
-    tracing::info!(
-        services = first.services.len(),
-        routes = first.by_route.len(),
-        "routing table built"
-    );
-    Published::new(first)
+
+    pub fn settings(&self) -> Arc<Settings> {
+        Arc::clone(&self.settings.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Replace the settings (reload) and republish.
+    pub fn set_settings(&self, settings: Settings) {
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
+        self.republish();
+    }
+
+    /// A Consul host delivered its current instances.
+    pub fn set_consul_instances(&self, host: &str, instances: Vec<Instance>) {
+        let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+        parts.consul.insert(host.to_string(), instances);
+        self.publish_locked(&parts);
+    }
+
+    /// Rebuild from the current parts and publish.
+    pub fn republish(&self) {
+        let parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+        self.publish_locked(&parts);
+    }
+
+    /// Publishing happens with the parts lock held, so two producers can never publish out of
+    /// order (an older table replacing a newer one).
+    fn publish_locked(&self, parts: &Parts) {
+        let settings = self.settings();
+        let gen = self.published.publish(build(&settings, parts));
+        tracing::debug!(generation = gen, "snapshot published");
+    }
+}
+
+fn build(settings: &Settings, parts: &Parts) -> Snapshot {
+    let mut instances = table::static_instances(settings);
+    for list in parts.consul.values() {
+        instances.extend(list.iter().cloned());
+    }
+    table::build_snapshot(settings, instances, &table::system_resolve)
 }

@@ -94,6 +94,10 @@ fn relay_end_label(end: RelayEnd) -> &'static str {
 
 /// The one exit of every connection (DESIGN §2 step 12).
 fn finish(ctx: &WorkerCtx, table: &LocalTable, out: &Outcome) {
+    match (out.status, out.reason) {
+        (401, reason) | (403, reason @ "subscription") => ctx.metrics.auth_failure(ctx.id, reason),
+        _ => {}
+    }
     let svc = out.service.map(|i| &table.snap.services[i]);
     let node = svc.zip(out.node).map(|(s, n)| s.nodes[n].host_port.as_str());
     tracing::debug!(

@@ -14,9 +14,11 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 
 use crate::config::{Pinning, Settings};
+use crate::control::Control;
 use crate::data::balance::LocalTable;
 use crate::data::conn::handle_conn;
 use crate::data::pipes::PipePool;
+use crate::metrics::Metrics;
 use crate::rt::{self, DriverKind};
 use crate::snapshot::Published;
 
@@ -32,13 +34,14 @@ pub struct WorkerCtx {
     pub id: usize,
     pub driver: DriverKind,
     pub pipes: PipePool,
+    pub metrics: Arc<Metrics>,
     published: Arc<Published>,
     table: RefCell<Rc<LocalTable>>,
     seen_generation: Cell<u64>,
 }
 
 impl WorkerCtx {
-    fn new(id: usize, driver: DriverKind, published: Arc<Published>) -> Self {
+    fn new(id: usize, driver: DriverKind, published: Arc<Published>, metrics: Arc<Metrics>) -> Self {
         let snap = published.load();
         let gen = snap.generation;
         WorkerCtx {
@@ -47,6 +50,7 @@ impl WorkerCtx {
             pipes: PipePool::new(PIPE_POOL_IDLE),
             table: RefCell::new(Rc::new(LocalTable::build(snap, None))),
             seen_generation: Cell::new(gen),
+            metrics,
             published,
         }
     }
@@ -111,11 +115,7 @@ pub fn resolve_pinning(
 }
 
 /// Bind every worker's listener, start the threads and return once all of them accept.
-pub fn start_workers(
-    settings: &Settings,
-    published: Arc<Published>,
-    driver: DriverKind,
-) -> anyhow::Result<Workers> {
+pub fn start_workers(settings: &Settings, control: &Control, driver: DriverKind) -> anyhow::Result<Workers> {
     let count = resolve_worker_count(settings);
     let available: Vec<usize> = core_affinity::get_core_ids()
         .unwrap_or_default()
@@ -142,11 +142,12 @@ pub fn start_workers(
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     let mut threads = Vec::with_capacity(count);
     for (id, (listener, pin)) in listeners.into_iter().zip(pins).enumerate() {
-        let published = Arc::clone(&published);
+        let published = Arc::clone(&control.published);
+        let metrics = Arc::clone(&control.metrics);
         let ready = ready_tx.clone();
         let handle = std::thread::Builder::new()
             .name(format!("capi-ws-w{id}"))
-            .spawn(move || run_worker(id, driver, pin, listener, published, ready))
+            .spawn(move || run_worker(id, driver, pin, listener, published, metrics, ready))
             .context("cannot spawn a worker thread")?;
         threads.push(handle);
     }
@@ -171,6 +172,7 @@ fn run_worker(
     pin: Option<usize>,
     listener: std::net::TcpListener,
     published: Arc<Published>,
+    metrics: Arc<Metrics>,
     ready: mpsc::Sender<Result<usize, String>>,
 ) {
     if let Some(cpu) = pin {
@@ -190,7 +192,7 @@ fn run_worker(
         tracing::debug!(worker = id, driver = driver.as_str(), cpu = ?pin, "worker accepting");
         let _ = ready.send(Ok(id));
         drop(ready);
-        let ctx = Rc::new(WorkerCtx::new(id, driver, published));
+        let ctx = Rc::new(WorkerCtx::new(id, driver, published, metrics));
         run_accept(ctx, listener).await;
     });
     if let Err(e) = result {
