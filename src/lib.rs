@@ -73,6 +73,10 @@ pub fn serve(settings: config::Settings, on_ready: impl FnOnce(&data::worker::Wo
             return 1;
         }
     };
+    control
+        .readiness
+        .workers
+        .store(true, std::sync::atomic::Ordering::Release);
     tracing::info!(
         driver = driver.as_str(),
         workers = workers.threads.len(),

@@ -7,6 +7,7 @@
 pub mod table;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::config::Settings;
@@ -20,6 +21,23 @@ struct Parts {
     consul: BTreeMap<String, Vec<Instance>>,
 }
 
+/// What `/ready` waits for (DESIGN §8): workers listening and, when enabled, Consul and the
+/// verification keys loaded once. A producer that is disabled marks itself ready at start.
+#[derive(Debug)]
+pub struct Readiness {
+    pub workers: AtomicBool,
+    pub consul: AtomicBool,
+    pub keys: AtomicBool,
+}
+
+impl Readiness {
+    pub fn all(&self) -> bool {
+        self.workers.load(Ordering::Acquire)
+            && self.consul.load(Ordering::Acquire)
+            && self.keys.load(Ordering::Acquire)
+    }
+}
+
 /// The control plane's shared state: current settings, producers' parts, the publication
 /// point and the metrics.
 pub struct Control {
@@ -27,6 +45,7 @@ pub struct Control {
     parts: Mutex<Parts>,
     pub published: Arc<Published>,
     pub metrics: Arc<Metrics>,
+    pub readiness: Readiness,
 }
 
 impl Control {
@@ -49,6 +68,12 @@ impl Control {
             parts: Mutex::new(parts),
             published: Published::new(first),
             metrics: Arc::new(Metrics::new(workers)),
+            // Producers that exist flip these to false when they start and back once loaded.
+            readiness: Readiness {
+                workers: AtomicBool::new(false),
+                consul: AtomicBool::new(true),
+                keys: AtomicBool::new(true),
+            },
         })
     }
 
