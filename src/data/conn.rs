@@ -17,7 +17,7 @@ use crate::data::authz::authorize;
 use crate::data::balance::{ActiveGuard, LocalTable};
 use crate::data::head::{parse_request, MAX_HEADERS};
 use crate::data::reject::Reject;
-use crate::data::relay::{relay, RelayEnd};
+use crate::data::relay::relay;
 use crate::data::route::{check_origin, route, write_preflight};
 use crate::data::upgrade::{accept_key, classify, validate_upgrade, Preflight};
 use crate::data::upstream::{
@@ -77,19 +77,9 @@ pub async fn handle_conn(ctx: Rc<WorkerCtx>, table: Rc<LocalTable>, mut client: 
         let r = relay(&client, &up.node, &ctx.pipes, idle, std::future::pending::<()>()).await;
         out.bytes_up += r.bytes_up;
         out.bytes_down += r.bytes_down;
-        out.reason = relay_end_label(r.end);
+        out.reason = r.end.as_str();
     }
     finish(&ctx, &table, &out);
-}
-
-fn relay_end_label(end: RelayEnd) -> &'static str {
-    match end {
-        RelayEnd::Closed => "closed",
-        RelayEnd::ClientError => "client error",
-        RelayEnd::NodeError => "node error",
-        RelayEnd::IdleTimeout => "idle timeout",
-        RelayEnd::Stopped => "stopped",
-    }
 }
 
 /// The one exit of every connection (DESIGN §2 step 12).
