@@ -60,7 +60,7 @@ fn endpoints(driver: &str) {
     let config = Config::new()
         .with(service("echo", "dev", node.addr()).meta("type", "websocket"))
         .with(service("api", "dev", node.addr()).meta("type", "rest"));
-    let gw = Gateway::start(&format!("{}capi.mode: full\n", config.yaml()), driver, 2);
+    let gw = Gateway::start(&config.yaml().replace("mode: websocket", "mode: full"), driver, 2);
     let admin = gw.admin_addr();
     // (path, status, content type prefix)
     let cases: &[(&str, u16, &str)] = &[
