@@ -33,8 +33,8 @@ pub mod names {
 /// the common ones a node may relay; anything else counts under `other` so the label set stays
 /// bounded. `0` = the client left before any answer.
 pub const STATUSES: [u16; 22] = [
-    0, 101, 200, 202, 301, 302, 304, 400, 401, 403, 404, 405, 408, 426, 429, 431, 500, 501, 502,
-    503, 504, 505,
+    0, 101, 200, 202, 301, 302, 304, 400, 401, 403, 404, 405, 408, 426, 429, 431, 500, 501, 502, 503, 504,
+    505,
 ];
 /// Slots of a status counter array: [`STATUSES`] plus `other`.
 pub const STATUS_SLOTS: usize = STATUSES.len() + 1;
@@ -49,7 +49,9 @@ pub fn status_index(status: u16) -> usize {
 
 /// The label text of a status slot.
 pub fn status_label(slot: usize) -> String {
-    STATUSES.get(slot).map_or_else(|| "other".to_string(), |s| s.to_string())
+    STATUSES
+        .get(slot)
+        .map_or_else(|| "other".to_string(), |s| s.to_string())
 }
 
 /// Handshake buckets (seconds): a loopback upgrade takes well under a millisecond; a node

@@ -19,7 +19,10 @@ use tungstenite::Message;
 const WAIT: Duration = Duration::from_secs(10);
 
 fn get(admin: SocketAddr, path: &str) -> RawResponse {
-    raw_request(admin, format!("GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n").as_bytes())
+    raw_request(
+        admin,
+        format!("GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n").as_bytes(),
+    )
 }
 
 fn metrics(gw: &Gateway) -> String {
@@ -105,10 +108,16 @@ fn endpoints(driver: &str) {
     let n = &echo["nodes"][0];
     assert_eq!(n["address"], "127.0.0.1");
     assert_eq!(n["port"], node.addr().port());
-    assert_eq!((n["healthy"].as_bool(), n["source"].as_str()), (Some(true), Some("static")));
+    assert_eq!(
+        (n["healthy"].as_bool(), n["source"].as_str()),
+        (Some(true), Some("static"))
+    );
     let api = list.iter().find(|s| s["service"] == "api").expect("api listed");
     assert_eq!(api["routable"], false);
-    assert!(api["reason"].as_str().is_some_and(|r| r.contains("websocket")), "{api}");
+    assert!(
+        api["reason"].as_str().is_some_and(|r| r.contains("websocket")),
+        "{api}"
+    );
     assert_eq!(get(admin, "/metrics/wsroutes").json(), routes);
 }
 
@@ -129,14 +138,24 @@ fn metrics_move_after_traffic(driver: &str) {
     let node_label = format!("node=\"{}\"", node.addr());
     let before = metrics(&gw);
     assert_eq!(sample(&before, "capi_ws_routes"), Some(2.0), "{before}");
-    assert_eq!(sample(&before, &format!("capi_ws_connections_active{{{svc}}}")), Some(0.0));
+    assert_eq!(
+        sample(&before, &format!("capi_ws_connections_active{{{svc}}}")),
+        Some(0.0)
+    );
 
     let mut ws = ws_connect(gw.ws_addr(), "/capi/echo/dev/x", &[]);
     echo_once(&mut ws, "hello metrics");
     let open = metrics(&gw);
-    assert_eq!(sample(&open, &format!("capi_ws_connections_active{{{svc}}}")), Some(1.0), "{open}");
     assert_eq!(
-        sample(&open, &format!("capi_ws_node_connections_active{{{svc},{node_label}}}")),
+        sample(&open, &format!("capi_ws_connections_active{{{svc}}}")),
+        Some(1.0),
+        "{open}"
+    );
+    assert_eq!(
+        sample(
+            &open,
+            &format!("capi_ws_node_connections_active{{{svc},{node_label}}}")
+        ),
         Some(1.0),
         "{open}"
     );
@@ -149,14 +168,20 @@ fn metrics_move_after_traffic(driver: &str) {
         raw_request(gw.ws_addr(), &upgrade("/capi/nothing/here").bytes()).status,
         404
     );
-    assert_eq!(raw_request(gw.ws_addr(), &upgrade("/capi/vault/dev").bytes()).status, 401);
+    assert_eq!(
+        raw_request(gw.ws_addr(), &upgrade("/capi/vault/dev").bytes()).status,
+        401
+    );
 
     eventually("counters after traffic", WAIT, || {
         let m = metrics(&gw);
         sample(&m, &format!("capi_ws_connections_total{{{svc},status=\"101\"}}")) == Some(1.0)
             && sample(&m, &format!("capi_ws_connections_active{{{svc}}}")) == Some(0.0)
             && sample(&m, "capi_ws_connections_total{service=\"\",status=\"404\"}") == Some(1.0)
-            && sample(&m, "capi_ws_connections_total{service=\"vault/dev\",status=\"401\"}") == Some(1.0)
+            && sample(
+                &m,
+                "capi_ws_connections_total{service=\"vault/dev\",status=\"401\"}",
+            ) == Some(1.0)
             && sample(&m, "capi_ws_auth_failures_total{reason=\"no_keys\"}") == Some(1.0)
             && sample(&m, &format!("capi_ws_bytes_total{{{svc},direction=\"up\"}}")).unwrap_or(0.0) > 13.0
             && sample(&m, &format!("capi_ws_bytes_total{{{svc},direction=\"down\"}}")).unwrap_or(0.0) > 13.0
@@ -181,17 +206,27 @@ fn access_log(driver: &str) {
     let gw = Gateway::start(&yaml, driver, 1);
     let secret = "SeCrEtToKeN.abc.def";
     let path = format!("/capi/echo/dev/room?x=1&access_token={secret}");
-    let mut ws = ws_connect(gw.ws_addr(), &path, &[("X-Forwarded-For", "203.0.113.9, 10.0.0.1")]);
+    let mut ws = ws_connect(
+        gw.ws_addr(),
+        &path,
+        &[("X-Forwarded-For", "203.0.113.9, 10.0.0.1")],
+    );
     echo_once(&mut ws, "logged");
     ws.close(None).unwrap();
     while ws.read().is_ok() {}
     drop(ws);
-    assert_eq!(raw_request(gw.ws_addr(), &upgrade("/capi/nope/dev").bytes()).status, 404);
+    assert_eq!(
+        raw_request(gw.ws_addr(), &upgrade("/capi/nope/dev").bytes()).status,
+        404
+    );
 
     eventually("two access lines", WAIT, || access_lines(&gw).len() >= 2);
     let lines = access_lines(&gw);
     let relayed = lines.iter().find(|l| l["status"] == 101).expect("a 101 line");
-    assert_eq!(relayed["remote"], "203.0.113.9", "first X-Forwarded-For entry behind a trusted proxy");
+    assert_eq!(
+        relayed["remote"], "203.0.113.9",
+        "first X-Forwarded-For entry behind a trusted proxy"
+    );
     assert_eq!(relayed["method"], "GET");
     assert_eq!(relayed["path"], "/capi/echo/dev/room?x=1&access_token=REDACTED");
     assert_eq!(relayed["service"], "echo/dev");
@@ -201,7 +236,10 @@ fn access_log(driver: &str) {
     assert!(relayed["bytes_up"].as_u64().unwrap() > 6);
     assert!(relayed["bytes_down"].as_u64().unwrap() > 6);
     let refused = lines.iter().find(|l| l["status"] == 404).expect("a 404 line");
-    assert_eq!((refused["service"].as_str(), refused["node"].as_str()), (Some(""), Some("")));
+    assert_eq!(
+        (refused["service"].as_str(), refused["node"].as_str()),
+        (Some(""), Some(""))
+    );
     assert_eq!(refused["path"], "/capi/nope/dev");
     assert!(!gw.access_log().contains(secret), "token in the access log");
     assert!(!gw.logs().contains(secret), "token in the other logs");
@@ -213,7 +251,9 @@ fn untrusted_forwarded_for_is_ignored(driver: &str) {
     let gw = Gateway::start_config(&config, driver, 1);
     let r = raw_request(
         gw.ws_addr(),
-        &upgrade("/capi/nope/x").set("X-Forwarded-For", "198.51.100.1").bytes(),
+        &upgrade("/capi/nope/x")
+            .set("X-Forwarded-For", "198.51.100.1")
+            .bytes(),
     );
     assert_eq!(r.status, 404);
     eventually("one access line", WAIT, || !access_lines(&gw).is_empty());
@@ -234,8 +274,14 @@ fn preflight_allowed_headers(driver: &str) {
           Access-Control-Request-Method: GET\r\nAccess-Control-Request-Headers: x-other\r\n\r\n",
     );
     assert_eq!(r.status, 202);
-    assert_eq!(r.header("access-control-allow-headers"), Some("Origin,Authorization,X-Custom"));
-    assert_eq!(r.header("access-control-allow-origin"), Some("http://app.example"));
+    assert_eq!(
+        r.header("access-control-allow-headers"),
+        Some("Origin,Authorization,X-Custom")
+    );
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("http://app.example")
+    );
 }
 
 fn max_connections_per_worker(driver: &str) {
@@ -248,7 +294,9 @@ fn max_connections_per_worker(driver: &str) {
     let gw = Gateway::start(&yaml, driver, 1);
     let mut first = ws_connect(gw.ws_addr(), "/capi/echo/dev", &[]);
     echo_once(&mut first, "one");
-    let err = try_ws_connect(gw.ws_addr(), "/capi/echo/dev", &[]).err().expect("refused");
+    let err = try_ws_connect(gw.ws_addr(), "/capi/echo/dev", &[])
+        .err()
+        .expect("refused");
     assert!(err.contains("503"), "{err}");
     echo_once(&mut first, "still here");
     first.close(None).unwrap();

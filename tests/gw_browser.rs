@@ -236,10 +236,18 @@ fn chromium_echo_and_origin_refusal(driver: &str) {
     let server = PageServer::start(page_listener, ws_url);
 
     let ok = load(&format!("http://127.0.0.1:{}/page", server.addr.port()), &server);
-    assert_eq!((ok.kind.as_str(), ok.detail.as_str()), ("echo", MESSAGE), "{ok:?}\n{}", gw.logs());
+    assert_eq!(
+        (ok.kind.as_str(), ok.detail.as_str()),
+        ("echo", MESSAGE),
+        "{ok:?}\n{}",
+        gw.logs()
+    );
 
     let refused = load(&format!("http://localhost:{}/page", server.addr.port()), &server);
-    assert_ne!(refused.kind, "echo", "a disallowed origin got through: {refused:?}");
+    assert_ne!(
+        refused.kind, "echo",
+        "a disallowed origin got through: {refused:?}"
+    );
     eventually("the gateway logged the 403", Duration::from_secs(10), || {
         gw.access_log().contains("\"status\":403")
     });

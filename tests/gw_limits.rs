@@ -48,23 +48,30 @@ fn emfile_is_survived(driver: &str) {
     assert!(line.contains(&format!("{NOFILE}")), "limit not applied: {line}");
 
     let clients: Vec<TcpStream> = (0..CLIENTS).map(|_| connect(gw.ws_addr())).collect();
-    eventually("accept ran out of descriptors", WAIT, || gw.logs().contains("backing off"));
+    eventually("accept ran out of descriptors", WAIT, || {
+        gw.logs().contains("backing off")
+    });
     let before = cpu_ticks(gw.pid());
     std::thread::sleep(Duration::from_secs(1));
     let spent = cpu_ticks(gw.pid()) - before;
     // 100 ticks = one core for the whole second; back-off keeps it far below.
-    assert!(spent < 50, "the gateway spun while out of descriptors: {spent} ticks in 1 s");
+    assert!(
+        spent < 50,
+        "the gateway spun while out of descriptors: {spent} ticks in 1 s"
+    );
 
     drop(clients);
-    eventually("serves again after descriptors are freed", WAIT, || {
-        match try_ws_connect(gw.ws_addr(), "/capi/echo/dev", &[]) {
+    eventually(
+        "serves again after descriptors are freed",
+        WAIT,
+        || match try_ws_connect(gw.ws_addr(), "/capi/echo/dev", &[]) {
             Ok((mut ws, _)) => {
                 ws.send(Message::text("back")).unwrap();
                 matches!(ws.read(), Ok(Message::Text(t)) if t.as_str() == "back")
             }
             Err(_) => false,
-        }
-    });
+        },
+    );
     assert!(gw.logs().contains("accepting again"), "{}", gw.logs());
 }
 

@@ -58,9 +58,14 @@ fn sighup_adds_a_service_while_open_connection_echoes(driver: &str) {
     let gw = Gateway::start_config(&one, driver, 2);
     let mut ws = ws_connect(gw.ws_addr(), "/capi/echo/dev", &[]);
     echo_once(&mut ws, "before");
-    assert_eq!(raw_request(gw.ws_addr(), &upgrade("/capi/second/dev").bytes()).status, 404);
+    assert_eq!(
+        raw_request(gw.ws_addr(), &upgrade("/capi/second/dev").bytes()).status,
+        404
+    );
 
-    let two = one.clone().with(service("second", "dev", node.addr()).meta("type", "websocket"));
+    let two = one
+        .clone()
+        .with(service("second", "dev", node.addr()).meta("type", "websocket"));
     rewrite(&gw, &two.yaml());
     gw.process.signal(libc::SIGHUP);
     eventually("second/dev routes after SIGHUP", WAIT, || {
@@ -75,12 +80,18 @@ fn sighup_with_a_bad_file_keeps_the_old_config(driver: &str) {
     let node = EchoNode::start(driver);
     let config = Config::new().with(service("echo", "dev", node.addr()).meta("type", "websocket"));
     let gw = Gateway::start_config(&config, driver, 1);
-    rewrite(&gw, &format!("{}capi.websocket.connect-timeout-ms: soon\n", config.yaml()));
+    rewrite(
+        &gw,
+        &format!("{}capi.websocket.connect-timeout-ms: soon\n", config.yaml()),
+    );
     gw.process.signal(libc::SIGHUP);
     eventually("the rejection is logged", WAIT, || gw.logs().contains("rejected"));
     let logs = gw.logs();
     let line = logs.lines().find(|l| l.contains("rejected")).unwrap();
-    assert!(line.contains("capi.websocket.connect-timeout-ms"), "names the key: {line}");
+    assert!(
+        line.contains("capi.websocket.connect-timeout-ms"),
+        "names the key: {line}"
+    );
     let mut ws = ws_connect(gw.ws_addr(), "/capi/echo/dev", &[]);
     echo_once(&mut ws, "old config still serves");
     let m = raw_request(gw.admin_addr(), b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").body_text();
@@ -99,13 +110,21 @@ fn sigterm_drains_then_exits_zero(driver: &str) {
     let mut ws = ws_connect(gw.ws_addr(), "/capi/echo/dev", &[]);
     echo_once(&mut ws, "before");
     gw.process.signal(libc::SIGTERM);
-    eventually("the WebSocket port refuses connections", WAIT, || refused(gw.ws_addr()));
+    eventually("the WebSocket port refuses connections", WAIT, || {
+        refused(gw.ws_addr())
+    });
     echo_once(&mut ws, "during the drain");
     let closed_at = Instant::now();
     close(ws);
-    let status = gw.process.wait_exit(WAIT).expect("exits after the last connection");
+    let status = gw
+        .process
+        .wait_exit(WAIT)
+        .expect("exits after the last connection");
     assert_eq!(status.code(), Some(0), "{}", gw.logs());
-    assert!(closed_at.elapsed() < Duration::from_secs(5), "exit did not wait for the timeout");
+    assert!(
+        closed_at.elapsed() < Duration::from_secs(5),
+        "exit did not wait for the timeout"
+    );
     assert!(gw.logs().contains("drained"), "{}", gw.logs());
 }
 
@@ -127,8 +146,14 @@ fn drain_timeout_closes_a_connection_that_never_ends(driver: &str) {
         }
     };
     let elapsed = started.elapsed();
-    assert!(elapsed >= Duration::from_millis(250), "closed before the drain timeout: {elapsed:?}");
-    assert!(elapsed < Duration::from_secs(8), "closed too late: {elapsed:?} ({end})");
+    assert!(
+        elapsed >= Duration::from_millis(250),
+        "closed before the drain timeout: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(8),
+        "closed too late: {elapsed:?} ({end})"
+    );
     let status = gw.process.wait_exit(WAIT).expect("exits after closing");
     assert_eq!(status.code(), Some(0), "{}", gw.logs());
 }
@@ -178,7 +203,9 @@ fn zero_downtime_restart(driver: &str) {
     assert_eq!(parse_addr_after(&line, "ws=").map(|a| a.port()), Some(port));
 
     old.process.signal(libc::SIGTERM);
-    eventually("the old process closed its listener", WAIT, || old.logs().contains("listener closed"));
+    eventually("the old process closed its listener", WAIT, || {
+        old.logs().contains("listener closed")
+    });
     for i in 0..20 {
         let mut c = try_ws_connect(old.ws_addr(), "/capi/echo/dev", &[])
             .unwrap_or_else(|e| panic!("connection {i} during the restart: {e}"))
@@ -190,7 +217,11 @@ fn zero_downtime_restart(driver: &str) {
     close(ws);
     let status = old.process.wait_exit(WAIT).expect("old exits");
     assert_eq!(status.code(), Some(0));
-    assert!(new.stdout().contains("\"status\":101"), "the new process served: {}", new.stdout());
+    assert!(
+        new.stdout().contains("\"status\":101"),
+        "the new process served: {}",
+        new.stdout()
+    );
 }
 
 drivers!(

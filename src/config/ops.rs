@@ -166,7 +166,12 @@ impl OpsSettings {
         if self.max_connections == 0 {
             writeln!(f, "{}: 0 (no cap)", keys::MAX_CONNECTIONS)?;
         } else {
-            writeln!(f, "{}: {} per worker", keys::MAX_CONNECTIONS, self.max_connections)?;
+            writeln!(
+                f,
+                "{}: {} per worker",
+                keys::MAX_CONNECTIONS,
+                self.max_connections
+            )?;
         }
         let proxies: Vec<String> = self.trusted_proxies.iter().map(|p| p.to_string()).collect();
         writeln!(f, "{}: [{}]", keys::TRUSTED_PROXIES, proxies.join(", "))?;
@@ -211,17 +216,21 @@ mod tests {
             ("max_connections", "capi.websocket.max-connections: 5", |s| {
                 s.max_connections == 5
             }),
-            ("max_connections_camel", "capi.websocket.maxConnections: \"7\"", |s| {
-                s.max_connections == 7
-            }),
+            (
+                "max_connections_camel",
+                "capi.websocket.maxConnections: \"7\"",
+                |s| s.max_connections == 7,
+            ),
             (
                 "proxies",
                 "capi.websocket.trusted-proxies: [127.0.0.1, \"10.0.0.0/8\", \"::1\"]",
                 |s| s.trusted_proxies.len() == 3 && s.trusted_proxies[1].prefix == 8,
             ),
-            ("proxies_comma", "capi.websocket.trusted-proxies: \"1.1.1.1, 2.2.2.2\"", |s| {
-                s.trusted_proxies.len() == 2
-            }),
+            (
+                "proxies_comma",
+                "capi.websocket.trusted-proxies: \"1.1.1.1, 2.2.2.2\"",
+                |s| s.trusted_proxies.len() == 2,
+            ),
             (
                 "cors",
                 "capi.gateway.cors.management.allowed-headers: [Origin, Authorization]",
@@ -238,11 +247,31 @@ mod tests {
     #[test]
     fn bad_values_name_the_key() {
         let cases: &[(&str, &str, &str)] = &[
-            ("address_blank", "management.server.address: \" a b\"", "management.server.address:"),
-            ("max_big", "capi.websocket.max-connections: 99999999999", "capi.websocket.max-connections:"),
-            ("max_word", "capi.websocket.max-connections: many", "capi.websocket.max-connections:"),
-            ("proxy_word", "capi.websocket.trusted-proxies: [proxy]", "capi.websocket.trusted-proxies:"),
-            ("proxy_prefix", "capi.websocket.trusted-proxies: [\"1.2.3.4/33\"]", "capi.websocket.trusted-proxies:"),
+            (
+                "address_blank",
+                "management.server.address: \" a b\"",
+                "management.server.address:",
+            ),
+            (
+                "max_big",
+                "capi.websocket.max-connections: 99999999999",
+                "capi.websocket.max-connections:",
+            ),
+            (
+                "max_word",
+                "capi.websocket.max-connections: many",
+                "capi.websocket.max-connections:",
+            ),
+            (
+                "proxy_word",
+                "capi.websocket.trusted-proxies: [proxy]",
+                "capi.websocket.trusted-proxies:",
+            ),
+            (
+                "proxy_prefix",
+                "capi.websocket.trusted-proxies: [\"1.2.3.4/33\"]",
+                "capi.websocket.trusted-proxies:",
+            ),
             (
                 "cors_bad",
                 "capi.gateway.cors.management.allowed-headers: [\"a b\"]",
@@ -274,8 +303,14 @@ mod tests {
             let ip: IpAddr = ip.parse().unwrap();
             assert_eq!(list.iter().any(|p| p.contains(ip)), *want, "case {name}");
         }
-        assert!(TrustedProxy::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
-        assert!(TrustedProxy::parse("10.0.0.0/9").unwrap().contains("10.127.0.1".parse().unwrap()));
-        assert!(!TrustedProxy::parse("10.0.0.0/9").unwrap().contains("10.128.0.1".parse().unwrap()));
+        assert!(TrustedProxy::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        assert!(TrustedProxy::parse("10.0.0.0/9")
+            .unwrap()
+            .contains("10.127.0.1".parse().unwrap()));
+        assert!(!TrustedProxy::parse("10.0.0.0/9")
+            .unwrap()
+            .contains("10.128.0.1".parse().unwrap()));
     }
 }

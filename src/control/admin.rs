@@ -41,7 +41,8 @@ pub fn start_admin(control: Arc<Control>, host: &str, port: u16) -> anyhow::Resu
         .with_context(|| format!("management.server.address: cannot resolve {host:?}"))?
         .next()
         .ok_or_else(|| anyhow!("management.server.address: {host:?} has no address"))?;
-    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("admin: cannot listen on {addr}"))?;
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("admin: cannot listen on {addr}"))?;
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
     std::thread::Builder::new()
@@ -109,7 +110,13 @@ async fn handle_admin_conn(control: Arc<Control>, stream: monoio::net::TcpStream
 pub fn answer(control: &Control, method: &Method, path: &str, now: SystemTime) -> Answer {
     let known = matches!(
         path,
-        "/health" | "/metrics/health" | "/ready" | "/metrics" | "/metrics/prometheus" | "/routes" | "/metrics/wsroutes"
+        "/health"
+            | "/metrics/health"
+            | "/ready"
+            | "/metrics"
+            | "/metrics/prometheus"
+            | "/routes"
+            | "/metrics/wsroutes"
     );
     if !known {
         return json_answer(StatusCode::NOT_FOUND, error_body(404, "unknown admin path"));
@@ -169,15 +176,57 @@ mod tests {
         let now = SystemTime::now();
         let cases: &[(&str, Method, &str, StatusCode, &str)] = &[
             ("health", Method::GET, "/health", StatusCode::OK, JSON),
-            ("health_alias", Method::GET, "/metrics/health", StatusCode::OK, JSON),
-            ("ready_before_workers", Method::GET, "/ready", StatusCode::SERVICE_UNAVAILABLE, JSON),
-            ("metrics", Method::GET, "/metrics", StatusCode::OK, METRICS_CONTENT_TYPE),
-            ("metrics_alias", Method::GET, "/metrics/prometheus", StatusCode::OK, METRICS_CONTENT_TYPE),
+            (
+                "health_alias",
+                Method::GET,
+                "/metrics/health",
+                StatusCode::OK,
+                JSON,
+            ),
+            (
+                "ready_before_workers",
+                Method::GET,
+                "/ready",
+                StatusCode::SERVICE_UNAVAILABLE,
+                JSON,
+            ),
+            (
+                "metrics",
+                Method::GET,
+                "/metrics",
+                StatusCode::OK,
+                METRICS_CONTENT_TYPE,
+            ),
+            (
+                "metrics_alias",
+                Method::GET,
+                "/metrics/prometheus",
+                StatusCode::OK,
+                METRICS_CONTENT_TYPE,
+            ),
             ("routes", Method::GET, "/routes", StatusCode::OK, JSON),
-            ("routes_alias", Method::GET, "/metrics/wsroutes", StatusCode::OK, JSON),
+            (
+                "routes_alias",
+                Method::GET,
+                "/metrics/wsroutes",
+                StatusCode::OK,
+                JSON,
+            ),
             ("unknown", Method::GET, "/nope", StatusCode::NOT_FOUND, JSON),
-            ("post", Method::POST, "/health", StatusCode::METHOD_NOT_ALLOWED, JSON),
-            ("head", Method::HEAD, "/metrics", StatusCode::METHOD_NOT_ALLOWED, JSON),
+            (
+                "post",
+                Method::POST,
+                "/health",
+                StatusCode::METHOD_NOT_ALLOWED,
+                JSON,
+            ),
+            (
+                "head",
+                Method::HEAD,
+                "/metrics",
+                StatusCode::METHOD_NOT_ALLOWED,
+                JSON,
+            ),
         ];
         for (name, method, path, status, ct) in cases {
             let a = answer(&c, method, path, now);
@@ -185,6 +234,9 @@ mod tests {
         }
         c.readiness.workers.store(true, Ordering::Release);
         assert_eq!(answer(&c, &Method::GET, "/ready", now).status, StatusCode::OK);
-        assert_eq!(answer(&c, &Method::GET, "/health", now).body, r#"{"status":"UP"}"#);
+        assert_eq!(
+            answer(&c, &Method::GET, "/health", now).body,
+            r#"{"status":"UP"}"#
+        );
     }
 }

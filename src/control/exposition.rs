@@ -25,9 +25,20 @@ pub fn render_metrics(control: &Control, now: SystemTime) -> String {
     let nodes = control.stats.nodes();
     let mut out = String::with_capacity(4096 + services.len() * 512);
 
-    header(&mut out, names::CONNECTIONS_ACTIVE, "gauge", "Relayed connections open now, by service.");
+    header(
+        &mut out,
+        names::CONNECTIONS_ACTIVE,
+        "gauge",
+        "Relayed connections open now, by service.",
+    );
     for s in &services {
-        let _ = writeln!(out, "{}{{service=\"{}\"}} {}", names::CONNECTIONS_ACTIVE, esc(&s.label), s.active());
+        let _ = writeln!(
+            out,
+            "{}{{service=\"{}\"}} {}",
+            names::CONNECTIONS_ACTIVE,
+            esc(&s.label),
+            s.active()
+        );
     }
 
     header(
@@ -70,7 +81,12 @@ pub fn render_metrics(control: &Control, now: SystemTime) -> String {
         m.workers.iter().map(|w| &w.handshake),
     );
 
-    header(&mut out, names::AUTH_FAILURES_TOTAL, "counter", "Refused authorizations, by reason.");
+    header(
+        &mut out,
+        names::AUTH_FAILURES_TOTAL,
+        "counter",
+        "Refused authorizations, by reason.",
+    );
     for (i, reason) in AUTH_REASONS.iter().enumerate() {
         let n = m.workers.sum(|w| w.auth_failures[i].get());
         let _ = writeln!(out, "{}{{reason=\"{reason}\"}} {n}", names::AUTH_FAILURES_TOTAL);
@@ -84,7 +100,12 @@ pub fn render_metrics(control: &Control, now: SystemTime) -> String {
     );
     for s in &services {
         let n = s.workers.sum(|w| w.connect_failures.get());
-        let _ = writeln!(out, "{}{{service=\"{}\"}} {n}", names::UPSTREAM_CONNECT_FAILURES_TOTAL, esc(&s.label));
+        let _ = writeln!(
+            out,
+            "{}{{service=\"{}\"}} {n}",
+            names::UPSTREAM_CONNECT_FAILURES_TOTAL,
+            esc(&s.label)
+        );
     }
 
     header(
@@ -97,22 +118,70 @@ pub fn render_metrics(control: &Control, now: SystemTime) -> String {
         let up = s.workers.sum(|w| w.bytes_up.get());
         let down = s.workers.sum(|w| w.bytes_down.get());
         let label = esc(&s.label);
-        let _ = writeln!(out, "{}{{service=\"{label}\",direction=\"up\"}} {up}", names::BYTES_TOTAL);
-        let _ = writeln!(out, "{}{{service=\"{label}\",direction=\"down\"}} {down}", names::BYTES_TOTAL);
+        let _ = writeln!(
+            out,
+            "{}{{service=\"{label}\",direction=\"up\"}} {up}",
+            names::BYTES_TOTAL
+        );
+        let _ = writeln!(
+            out,
+            "{}{{service=\"{label}\",direction=\"down\"}} {down}",
+            names::BYTES_TOTAL
+        );
     }
 
     let c = &m.control;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-    header(&mut out, names::CONSUL_SYNC_TOTAL, "counter", "Consul catalog/health syncs, by result.");
-    let _ = writeln!(out, "{}{{result=\"ok\"}} {}", names::CONSUL_SYNC_TOTAL, load(&c.consul_sync_ok));
-    let _ = writeln!(out, "{}{{result=\"error\"}} {}", names::CONSUL_SYNC_TOTAL, load(&c.consul_sync_error));
-    header(&mut out, names::CONSUL_LAST_INDEX, "gauge", "Last Consul index seen.");
+    header(
+        &mut out,
+        names::CONSUL_SYNC_TOTAL,
+        "counter",
+        "Consul catalog/health syncs, by result.",
+    );
+    let _ = writeln!(
+        out,
+        "{}{{result=\"ok\"}} {}",
+        names::CONSUL_SYNC_TOTAL,
+        load(&c.consul_sync_ok)
+    );
+    let _ = writeln!(
+        out,
+        "{}{{result=\"error\"}} {}",
+        names::CONSUL_SYNC_TOTAL,
+        load(&c.consul_sync_error)
+    );
+    header(
+        &mut out,
+        names::CONSUL_LAST_INDEX,
+        "gauge",
+        "Last Consul index seen.",
+    );
     let _ = writeln!(out, "{} {}", names::CONSUL_LAST_INDEX, load(&c.consul_last_index));
-    header(&mut out, names::JWKS_REFRESH_TOTAL, "counter", "Verification key refreshes, by result.");
-    let _ = writeln!(out, "{}{{result=\"ok\"}} {}", names::JWKS_REFRESH_TOTAL, load(&c.jwks_refresh_ok));
-    let _ = writeln!(out, "{}{{result=\"error\"}} {}", names::JWKS_REFRESH_TOTAL, load(&c.jwks_refresh_error));
+    header(
+        &mut out,
+        names::JWKS_REFRESH_TOTAL,
+        "counter",
+        "Verification key refreshes, by result.",
+    );
+    let _ = writeln!(
+        out,
+        "{}{{result=\"ok\"}} {}",
+        names::JWKS_REFRESH_TOTAL,
+        load(&c.jwks_refresh_ok)
+    );
+    let _ = writeln!(
+        out,
+        "{}{{result=\"error\"}} {}",
+        names::JWKS_REFRESH_TOTAL,
+        load(&c.jwks_refresh_error)
+    );
 
-    header(&mut out, names::ROUTES, "gauge", "Routable services in the current table.");
+    header(
+        &mut out,
+        names::ROUTES,
+        "gauge",
+        "Routable services in the current table.",
+    );
     let _ = writeln!(out, "{} {}", names::ROUTES, snap.by_route.len());
 
     header(
@@ -148,9 +217,24 @@ pub fn render_metrics(control: &Control, now: SystemTime) -> String {
     );
     let _ = writeln!(out, "{} {:.3}", names::SNAPSHOT_AGE, c.table_age(now));
 
-    header(&mut out, names::RELOADS_TOTAL, "counter", "SIGHUP config reloads, by result.");
-    let _ = writeln!(out, "{}{{result=\"ok\"}} {}", names::RELOADS_TOTAL, load(&c.reload_ok));
-    let _ = writeln!(out, "{}{{result=\"error\"}} {}", names::RELOADS_TOTAL, load(&c.reload_error));
+    header(
+        &mut out,
+        names::RELOADS_TOTAL,
+        "counter",
+        "SIGHUP config reloads, by result.",
+    );
+    let _ = writeln!(
+        out,
+        "{}{{result=\"ok\"}} {}",
+        names::RELOADS_TOTAL,
+        load(&c.reload_ok)
+    );
+    let _ = writeln!(
+        out,
+        "{}{{result=\"error\"}} {}",
+        names::RELOADS_TOTAL,
+        load(&c.reload_error)
+    );
 
     header(
         &mut out,
@@ -254,9 +338,10 @@ pub fn routes_json(snap: &Snapshot) -> Value {
 /// `host:port` / `[v6]:port` -> (host without brackets, port); port 0 when absent.
 fn split_host_port(hp: &str) -> (&str, u16) {
     match hp.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() && (h.starts_with('[') || !h.contains(':')) => {
-            (h.trim_start_matches('[').trim_end_matches(']'), p.parse().unwrap_or(0))
-        }
+        Some((h, p)) if !h.is_empty() && (h.starts_with('[') || !h.contains(':')) => (
+            h.trim_start_matches('[').trim_end_matches(']'),
+            p.parse().unwrap_or(0),
+        ),
         _ => (hp, 0),
     }
 }
@@ -301,7 +386,11 @@ mod tests {
         stats.nodes[0].active.get(1).add(1);
         c.metrics.workers.get(0).unrouted_by_status[crate::metrics::status_index(404)].inc();
         c.metrics.auth_failure(1, "expired");
-        c.metrics.workers.get(0).handshake.observe(&HANDSHAKE_BUCKETS, Duration::from_millis(3));
+        c.metrics
+            .workers
+            .get(0)
+            .handshake
+            .observe(&HANDSHAKE_BUCKETS, Duration::from_millis(3));
         let text = render_metrics(&c, SystemTime::now());
         for want in [
             "capi_ws_connections_total{service=\"echo/dev\",status=\"101\"} 2",

@@ -121,19 +121,30 @@ fn run_drain(control: &Control, signals: &mut Signals, first: i32) -> ! {
                 tracing::info!("SIGHUP during the drain: ignored");
                 continue;
             }
-            tracing::warn!(signal = sig, open = metrics.open_connections(), "second signal: exiting now");
+            tracing::warn!(
+                signal = sig,
+                open = metrics.open_connections(),
+                "second signal: exiting now"
+            );
             std::process::exit(1);
         }
         let open = metrics.open_connections();
         if stop.listeners_closed() >= workers && open <= 0 {
-            tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "drained: exiting");
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "drained: exiting"
+            );
             std::process::exit(0);
         }
         let elapsed = started.elapsed();
         if !closing && elapsed >= timeout {
             closing = true;
             stop.advance(Phase::Closing);
-            tracing::info!(open, "drain timeout: closing the remaining connections over {} ms", CLOSE_SPREAD.as_millis());
+            tracing::info!(
+                open,
+                "drain timeout: closing the remaining connections over {} ms",
+                CLOSE_SPREAD.as_millis()
+            );
         }
         if closing && elapsed >= timeout + CLOSE_SPREAD + CLOSE_GRACE {
             tracing::warn!(open, "connections still open after the close window: exiting");
@@ -157,10 +168,17 @@ mod tests {
             ..Settings::default()
         };
         next.ops.admin_address = "127.0.0.1".into();
-        let changed: Vec<&str> = keep_restart_only(&current, &mut next).iter().map(|c| c.0).collect();
+        let changed: Vec<&str> = keep_restart_only(&current, &mut next)
+            .iter()
+            .map(|c| c.0)
+            .collect();
         assert_eq!(
             changed,
-            ["capi.websocket.server.port", "capi.websocket.workers", "management.server.address"]
+            [
+                "capi.websocket.server.port",
+                "capi.websocket.workers",
+                "management.server.address"
+            ]
         );
         assert_eq!((next.port, next.workers), (current.port, current.workers));
         assert_eq!(next.ops.admin_address, current.ops.admin_address);

@@ -46,20 +46,17 @@ impl StatsRegistry {
                     .or_insert_with(|| Arc::new(ServiceStats::new(&svc.label, self.workers))),
             );
             live_services.insert(svc.label.clone());
-            let nodes = svc
-                .nodes
-                .iter()
-                .map(|n| {
-                    let key = (svc.label.clone(), n.host_port.clone());
-                    live_nodes.insert(key.clone());
-                    Arc::clone(
-                        inner
-                            .nodes
-                            .entry(key)
-                            .or_insert_with(|| Arc::new(NodeStats::new(&svc.label, &n.host_port, self.workers))),
-                    )
-                })
-                .collect();
+            let nodes =
+                svc.nodes
+                    .iter()
+                    .map(|n| {
+                        let key = (svc.label.clone(), n.host_port.clone());
+                        live_nodes.insert(key.clone());
+                        Arc::clone(inner.nodes.entry(key).or_insert_with(|| {
+                            Arc::new(NodeStats::new(&svc.label, &n.host_port, self.workers))
+                        }))
+                    })
+                    .collect();
             refs.push(ServiceStatsRef { service, nodes });
         }
         inner

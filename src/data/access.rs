@@ -82,7 +82,13 @@ pub fn client_address(peer: IpAddr, xff: Option<&[u8]>, trusted: &[TrustedProxy]
     let first = value.split(|b| *b == b',').next().unwrap_or_default();
     std::str::from_utf8(first)
         .ok()
-        .and_then(|s| s.trim().trim_start_matches('[').trim_end_matches(']').parse().ok())
+        .and_then(|s| {
+            s.trim()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .ok()
+        })
         .unwrap_or(peer)
 }
 
@@ -92,7 +98,11 @@ pub fn format_line(rec: &AccessRecord<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"time\":\"");
     write_rfc3339(rec.time, out);
     // Writing into a Vec cannot fail.
-    let _ = write!(out, "\",\"remote\":\"{}\",\"method\":\"{}\",\"path\":", rec.remote, rec.method);
+    let _ = write!(
+        out,
+        "\",\"remote\":\"{}\",\"method\":\"{}\",\"path\":",
+        rec.remote, rec.method
+    );
     write_json_str(rec.path, out);
     let _ = write!(out, ",\"status\":{},\"service\":", rec.status);
     write_json_str(rec.service, out);
@@ -180,9 +190,21 @@ mod tests {
         let cases: &[(&str, &str, &str)] = &[
             ("no_query", "/capi/a/b/x", "/capi/a/b/x"),
             ("only_token", "/a?access_token=SECRET", "/a?access_token=REDACTED"),
-            ("middle", "/a?x=1&access_token=SECRET&y=2", "/a?x=1&access_token=REDACTED&y=2"),
-            ("twice", "/a?access_token=S1&access_token=S2", "/a?access_token=REDACTED&access_token=REDACTED"),
-            ("similar_name_kept", "/a?my_access_token=v", "/a?my_access_token=v"),
+            (
+                "middle",
+                "/a?x=1&access_token=SECRET&y=2",
+                "/a?x=1&access_token=REDACTED&y=2",
+            ),
+            (
+                "twice",
+                "/a?access_token=S1&access_token=S2",
+                "/a?access_token=REDACTED&access_token=REDACTED",
+            ),
+            (
+                "similar_name_kept",
+                "/a?my_access_token=v",
+                "/a?my_access_token=v",
+            ),
             ("empty_value", "/a?access_token=", "/a?access_token=REDACTED"),
             ("bare_name", "/a?access_token", "/a?access_token"),
         ];
@@ -200,14 +222,23 @@ mod tests {
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         let other: IpAddr = "10.0.0.9".parse().unwrap();
         let cases: &[(&str, IpAddr, Option<&[u8]>, &str)] = &[
-            ("trusted_first_entry", lo, Some(b"203.0.113.7, 10.0.0.1"), "203.0.113.7"),
+            (
+                "trusted_first_entry",
+                lo,
+                Some(b"203.0.113.7, 10.0.0.1"),
+                "203.0.113.7",
+            ),
             ("trusted_v6", lo, Some(b"[2001:db8::1]"), "2001:db8::1"),
             ("trusted_garbage", lo, Some(b"unknown"), "127.0.0.1"),
             ("trusted_no_header", lo, None, "127.0.0.1"),
             ("untrusted_ignored", other, Some(b"203.0.113.7"), "10.0.0.9"),
         ];
         for (name, peer, xff, want) in cases {
-            assert_eq!(client_address(*peer, *xff, &trusted).to_string(), *want, "case {name}");
+            assert_eq!(
+                client_address(*peer, *xff, &trusted).to_string(),
+                *want,
+                "case {name}"
+            );
         }
     }
 

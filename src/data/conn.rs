@@ -13,7 +13,9 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-use crate::data::access::{client_address, format_line, method_label, redact_target, write_stdout, AccessRecord};
+use crate::data::access::{
+    client_address, format_line, method_label, redact_target, write_stdout, AccessRecord,
+};
 use crate::data::authz::authorize;
 use crate::data::balance::{ActiveGuard, LocalTable};
 use crate::data::head::{parse_request, MAX_HEADERS};
@@ -263,7 +265,11 @@ async fn do_handshake(table: &LocalTable, client: &mut TcpStream, out: &mut Outc
     };
     out.method = method_label(head.method);
     out.path = Some(redact_target(head.target).into_boxed_str());
-    out.remote = client_address(out.peer.ip(), head.header("x-forwarded-for"), &limits.trusted_proxies);
+    out.remote = client_address(
+        out.peer.ip(),
+        head.header("x-forwarded-for"),
+        &limits.trusted_proxies,
+    );
 
     // Step 3: health probe, CORS preflight, method.
     match classify(&head) {

@@ -521,13 +521,17 @@ mod tests {
 
     #[test]
     fn preflight_uses_configured_allowed_headers() {
-        let raw = "OPTIONS /capi/echo/dev HTTP/1.1\r\nHost: gw\r\nAccess-Control-Request-Headers: x-other\r\n\r\n";
+        let raw =
+            "OPTIONS /capi/echo/dev HTTP/1.1\r\nHost: gw\r\nAccess-Control-Request-Headers: x-other\r\n\r\n";
         let mut st = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let head = parse_request(raw.as_bytes(), &mut st).unwrap().unwrap();
         let mut out = Vec::new();
         write_preflight(&head, &[], Some("Origin,Authorization"), &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("\r\nAccess-Control-Allow-Headers: Origin,Authorization\r\n"), "{text}");
+        assert!(
+            text.contains("\r\nAccess-Control-Allow-Headers: Origin,Authorization\r\n"),
+            "{text}"
+        );
         assert!(!text.contains("x-other"), "{text}");
     }
 

@@ -76,7 +76,10 @@ pub struct Gate {
 impl Gate {
     /// A future that completes when this gate lets it through.
     pub fn wait(&self) -> GateWait<'_> {
-        GateWait { gate: self, key: None }
+        GateWait {
+            gate: self,
+            key: None,
+        }
     }
 
     pub fn is_open(&self) -> bool {
