@@ -21,6 +21,7 @@ demo: run
 # The whole suite: unit tests, black-box tests against the real binary (both drivers),
 # and every shipped config validated by `capi-ws check`.
 test:
+	@./scripts/ensure-chromium.sh
 	$(CARGO) build --bins
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) check-config

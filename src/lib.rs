@@ -37,7 +37,12 @@ pub fn run_cli(cli: cli::Cli) -> i32 {
 /// `capi-ws [flags]`: the gateway on the config file (or the embedded default).
 pub fn run(args: &cli::RunArgs) -> i32 {
     match config::resolve(args) {
-        Ok(settings) => serve(settings, |_| {}),
+        Ok(settings) => {
+            // SIGHUP re-reads the same file with the same flags.
+            let args = args.clone();
+            let reload: control::signals::Reloader = Box::new(move || config::resolve(&args));
+            serve_with(settings, Some(reload), |_| {})
+        }
         Err(e) => {
             eprintln!("capi-ws: invalid configuration:\n{e}");
             2
@@ -48,6 +53,15 @@ pub fn run(args: &cli::RunArgs) -> i32 {
 /// Start the control plane and the workers, announce readiness, then serve until the process
 /// ends. `on_ready` runs once every worker listens (the demo prints its URLs there).
 pub fn serve(settings: config::Settings, on_ready: impl FnOnce(&data::worker::Workers)) -> i32 {
+    serve_with(settings, None, on_ready)
+}
+
+/// [`serve`] with a SIGHUP reloader (None: SIGHUP only logs that there is nothing to reload).
+pub fn serve_with(
+    settings: config::Settings,
+    reload: Option<control::signals::Reloader>,
+    on_ready: impl FnOnce(&data::worker::Workers),
+) -> i32 {
     logging::init(&settings.log_level, settings.log_format);
     for key in &settings.unknown_keys {
         tracing::debug!("config key {key} is not used by capi-ws; ignored");
@@ -73,6 +87,22 @@ pub fn serve(settings: config::Settings, on_ready: impl FnOnce(&data::worker::Wo
             return 1;
         }
     };
+    let admin_addr = match control::admin::start_admin(
+        std::sync::Arc::clone(&control),
+        &settings.ops.admin_address,
+        settings.admin_port,
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("capi-ws: {e:#}");
+            return 1;
+        }
+    };
+    // Readiness is a promise (STYLE §2): handlers first, then the line tests and operators wait for.
+    if let Err(e) = control::signals::start_signals(std::sync::Arc::clone(&control), reload) {
+        eprintln!("capi-ws: {e:#}");
+        return 1;
+    }
     control
         .readiness
         .workers
@@ -81,8 +111,9 @@ pub fn serve(settings: config::Settings, on_ready: impl FnOnce(&data::worker::Wo
         driver = driver.as_str(),
         workers = workers.threads.len(),
         capacity_connections = capacity,
-        "listening ws={} admin=off",
-        workers.ws_addr
+        "listening ws={} admin={}",
+        workers.ws_addr,
+        admin_addr
     );
     on_ready(&workers);
     for t in workers.threads {

@@ -120,6 +120,9 @@ pub struct Snapshot {
     /// `route_key` -> index in `services`.
     pub by_route: HashMap<String, usize>,
     pub limits: Limits,
+    /// Metric blocks per service (index-aligned with `services`), attached by the control plane
+    /// when it publishes; empty in snapshots built outside it (unit tests).
+    pub stats: Vec<crate::metrics::ServiceStatsRef>,
 }
 
 impl Snapshot {
@@ -174,6 +177,12 @@ pub struct Limits {
     /// None = no idle timeout.
     pub idle_timeout: Option<std::time::Duration>,
     pub load_balancing: crate::config::LoadBalancing,
+    /// Per worker; 0 = no cap (issue 6).
+    pub max_connections: u64,
+    /// Peers whose first `X-Forwarded-For` entry the access log shows as the remote address.
+    pub trusted_proxies: Vec<crate::config::ops::TrustedProxy>,
+    /// `Access-Control-Allow-Headers` of a preflight, pre-joined (CAPI: `,`); None = echo.
+    pub cors_allow_headers: Option<String>,
 }
 
 impl Limits {
@@ -186,6 +195,10 @@ impl Limits {
             upstream_timeout: Duration::from_millis(s.upstream_timeout_ms),
             idle_timeout: (s.idle_timeout_ms > 0).then(|| Duration::from_millis(s.idle_timeout_ms)),
             load_balancing: s.load_balancing,
+            max_connections: s.ops.max_connections,
+            trusted_proxies: s.ops.trusted_proxies.clone(),
+            cors_allow_headers: (!s.ops.cors_allowed_headers.is_empty())
+                .then(|| s.ops.cors_allowed_headers.join(",")),
         }
     }
 }

@@ -28,9 +28,14 @@ pub mod keys {
     pub const SERVICES: &str = "capi.websocket.services";
     pub const CONTEXT_PATH: &str = "camel.servlet.mapping.context-path";
     pub const ADMIN_PORT: &str = "management.server.port";
+    // --- operations (issue 6) ---
+    pub const ADMIN_ADDRESS: &str = "management.server.address";
+    pub const MAX_CONNECTIONS: &str = "capi.websocket.max-connections";
+    pub const TRUSTED_PROXIES: &str = "capi.websocket.trusted-proxies";
+    pub const CORS_ALLOWED_HEADERS: &str = "capi.gateway.cors.management.allowed-headers";
 
     /// Every key above, in the order `capi-ws check` prints them.
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 23] = [
         MODE,
         NAMESPACE,
         STRICT,
@@ -50,6 +55,11 @@ pub mod keys {
         SERVICES,
         CONTEXT_PATH,
         ADMIN_PORT,
+        // operations (issue 6)
+        ADMIN_ADDRESS,
+        MAX_CONNECTIONS,
+        TRUSTED_PROXIES,
+        CORS_ALLOWED_HEADERS,
     ];
 }
 

@@ -4,6 +4,7 @@
 //! Runs once at startup (or on `check`), never on a worker thread.
 
 pub mod file;
+pub mod ops;
 pub mod settings;
 
 use std::fmt;

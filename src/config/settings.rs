@@ -97,6 +97,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Dotted paths of keys present in the file that this gateway does not use.
     pub unknown_keys: Vec<String>,
+    /// Operations keys (issue 6): admin address, max-connections, trusted proxies, CORS headers.
+    pub ops: super::ops::OpsSettings,
 }
 
 impl Default for Settings {
@@ -124,6 +126,7 @@ impl Default for Settings {
             log_level: "info".to_string(),
             log_format: LogFormat::Text,
             unknown_keys: Vec::new(),
+            ops: super::ops::OpsSettings::default(),
         }
     }
 }
@@ -338,6 +341,7 @@ impl Settings {
         if let Err(e) = s.settle_workers(keys::CPUS, keys::WORKERS) {
             v.problems.push(e);
         }
+        s.ops = super::ops::OpsSettings::from_file(file, env, &mut v.problems);
 
         unknown.sort();
         s.unknown_keys = unknown;
@@ -593,6 +597,7 @@ impl fmt::Display for Settings {
             writeln!(f, "{}: {}", keys::CONTEXT_PATH, self.context_path)?;
         }
         writeln!(f, "{}: {}", keys::ADMIN_PORT, port_text(self.admin_port))?;
+        self.ops.write_lines(f)?;
         writeln!(f, "--driver: {}", self.driver.as_str())?;
         writeln!(f, "--log-level: {}", self.log_level)?;
         writeln!(f, "--log-format: {}", self.log_format.as_str())?;

@@ -4,6 +4,10 @@
 //! wait for any of it.
 #![allow(clippy::disallowed_types)] // locks are allowed on the control plane (not per connection)
 
+pub mod admin;
+pub mod exposition;
+pub mod signals;
+pub mod stats;
 pub mod table;
 
 use std::collections::BTreeMap;
@@ -11,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::config::Settings;
+use crate::data::stop::StopSignal;
 use crate::metrics::Metrics;
 use crate::snapshot::{Instance, Published, Snapshot};
 
@@ -46,13 +51,21 @@ pub struct Control {
     pub published: Arc<Published>,
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
+    /// Metric blocks per service/node, reused across rebuilds (issue 6).
+    pub stats: stats::StatsRegistry,
+    /// Drain phases, read by the workers (issue 6).
+    pub stop: Arc<StopSignal>,
 }
 
 impl Control {
     /// Build the first snapshot (static services) and the publication point.
     pub fn new(settings: Settings, workers: usize) -> Arc<Control> {
         let parts = Parts::default();
-        let first = build(&settings, &parts);
+        let mut first = build(&settings, &parts);
+        let stats = stats::StatsRegistry::new(workers);
+        stats.attach(&mut first);
+        let metrics = Arc::new(Metrics::new(workers));
+        metrics.control.confirm_table();
         for svc in &first.services {
             if let Some(reason) = &svc.reason {
                 tracing::warn!(service = %svc.label, "service not routable: {reason}");
@@ -67,13 +80,15 @@ impl Control {
             settings: RwLock::new(Arc::new(settings)),
             parts: Mutex::new(parts),
             published: Published::new(first),
-            metrics: Arc::new(Metrics::new(workers)),
+            metrics,
             // Producers that exist flip these to false when they start and back once loaded.
             readiness: Readiness {
                 workers: AtomicBool::new(false),
                 consul: AtomicBool::new(true),
                 keys: AtomicBool::new(true),
             },
+            stats,
+            stop: Arc::new(StopSignal::default()),
         })
     }
 
@@ -104,7 +119,10 @@ impl Control {
     /// order (an older table replacing a newer one).
     fn publish_locked(&self, parts: &Parts) {
         let settings = self.settings();
-        let gen = self.published.publish(build(&settings, parts));
+        let mut next = build(&settings, parts);
+        self.stats.attach(&mut next);
+        let gen = self.published.publish(next);
+        self.metrics.control.confirm_table();
         tracing::debug!(generation = gen, "snapshot published");
     }
 }

@@ -4,15 +4,18 @@
 //! in [`finish`]. The handshake runs in a boxed future so its buffers are freed before the
 //! (possibly days-long) relay starts.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
+use crate::data::access::{
+    client_address, format_line, method_label, redact_target, write_stdout, AccessRecord,
+};
 use crate::data::authz::authorize;
 use crate::data::balance::{ActiveGuard, LocalTable};
 use crate::data::head::{parse_request, MAX_HEADERS};
@@ -25,6 +28,7 @@ use crate::data::upstream::{
     MAX_RELAYED_BODY,
 };
 use crate::data::worker::WorkerCtx;
+use crate::metrics::{status_index, HANDSHAKE_BUCKETS, SESSION_BUCKETS};
 
 /// First allocation for a request or response head; grows up to the limit.
 const INITIAL_HEAD_BUF: usize = 2048;
@@ -49,6 +53,16 @@ struct Outcome {
     node: Option<usize>,
     bytes_up: u64,
     bytes_down: u64,
+    /// The address the access log shows (first `X-Forwarded-For` entry behind a trusted proxy).
+    remote: IpAddr,
+    /// Static method label; "" before a head was parsed.
+    method: &'static str,
+    /// Request target with `access_token` redacted; None before a head was parsed.
+    path: Option<Box<str>>,
+    /// Failed connects to nodes of the service (failover attempts).
+    connect_failures: u32,
+    /// When the 101 went out.
+    upgraded_at: Option<Instant>,
 }
 
 /// A node connection that answered 101, ready to relay.
@@ -68,41 +82,100 @@ pub async fn handle_conn(ctx: Rc<WorkerCtx>, table: Rc<LocalTable>, mut client: 
         node: None,
         bytes_up: 0,
         bytes_down: 0,
+        remote: peer.ip(),
+        method: "",
+        path: None,
+        connect_failures: 0,
+        upgraded_at: None,
     };
+    let open = &ctx.metrics.workers.get(ctx.id).open;
+    open.add(1);
+    let max = table.snap.limits.max_connections;
+    if max > 0 && open.get() > max as i64 {
+        // Beyond the per-worker cap: answer at once, without reading the head (issue 6).
+        let _: Option<()> = answer_reject(&mut client, Reject::Busy, &mut out).await;
+        finish(&ctx, &table, &out);
+        return;
+    }
     // NOTE: boxed on purpose — the handshake state (head buffer, parsed headers) is freed when it
     // completes instead of living inside this task for the whole relay.
     let upgraded = Box::pin(do_handshake(&table, &mut client, &mut out)).await;
     if let Some(up) = upgraded {
+        let stats = out.service.and_then(|s| table.snap.stats.get(s));
+        let node_stats = stats.zip(out.node).and_then(|(s, n)| s.nodes.get(n));
+        if let Some(s) = stats {
+            s.service.workers.get(ctx.id).active.add(1);
+        }
+        if let Some(n) = node_stats {
+            n.active.get(ctx.id).add(1);
+        }
         let idle = table.snap.limits.idle_timeout;
-        let r = relay(&client, &up.node, &ctx.pipes, idle, std::future::pending::<()>()).await;
+        // The drain's stop: `closing` opens for this connection somewhere in the close window.
+        let r = relay(&client, &up.node, &ctx.pipes, idle, ctx.stop.closing.wait()).await;
         out.bytes_up += r.bytes_up;
         out.bytes_down += r.bytes_down;
         out.reason = r.end.as_str();
+        if let Some(s) = stats {
+            s.service.workers.get(ctx.id).active.add(-1);
+        }
+        if let Some(n) = node_stats {
+            n.active.get(ctx.id).add(-1);
+        }
     }
     finish(&ctx, &table, &out);
 }
 
-/// The one exit of every connection (DESIGN §2 step 12).
+/// The one exit of every connection (DESIGN §2 step 12): counters, then one access-log line.
 fn finish(ctx: &WorkerCtx, table: &LocalTable, out: &Outcome) {
+    let now = Instant::now();
+    let counters = ctx.metrics.workers.get(ctx.id);
     match (out.status, out.reason) {
         (401, reason) | (403, reason @ "subscription") => ctx.metrics.auth_failure(ctx.id, reason),
         _ => {}
     }
+    let slot = status_index(out.status);
+    match out.service.and_then(|s| table.snap.stats.get(s)) {
+        Some(stats) => {
+            let c = stats.service.workers.get(ctx.id);
+            c.by_status[slot].inc();
+            c.bytes_up.add(out.bytes_up);
+            c.bytes_down.add(out.bytes_down);
+            if out.connect_failures > 0 {
+                c.connect_failures.add(out.connect_failures as u64);
+            }
+        }
+        None => counters.unrouted_by_status[slot].inc(),
+    }
+    if let Some(at) = out.upgraded_at {
+        counters.handshake.observe(&HANDSHAKE_BUCKETS, at - out.started);
+        counters.session.observe(&SESSION_BUCKETS, now - at);
+    }
     let svc = out.service.map(|i| &table.snap.services[i]);
     let node = svc.zip(out.node).map(|(s, n)| s.nodes[n].host_port.as_str());
     tracing::debug!(
-        target: "access",
         worker = ctx.id,
-        remote = %out.peer,
+        peer = %out.peer,
         status = out.status,
         reason = out.reason,
-        service = svc.map_or("", |s| s.label.as_str()),
-        node = node.unwrap_or(""),
-        duration_ms = out.started.elapsed().as_millis() as u64,
-        bytes_up = out.bytes_up,
-        bytes_down = out.bytes_down,
         "connection closed"
     );
+    let rec = AccessRecord {
+        time: SystemTime::now(),
+        remote: out.remote,
+        method: out.method,
+        path: out.path.as_deref().unwrap_or(""),
+        status: out.status,
+        service: svc.map_or("", |s| s.label.as_str()),
+        node: node.unwrap_or(""),
+        duration_ms: (now - out.started).as_millis() as u64,
+        bytes_up: out.bytes_up,
+        bytes_down: out.bytes_down,
+    };
+    // The worker's own buffer: no allocation once warm, no lock; one write(2) per line.
+    let mut line = ctx.access_buf.borrow_mut();
+    format_line(&rec, &mut line);
+    write_stdout(&line);
+    counters.open.add(-1);
 }
 
 enum HeadError {
@@ -180,6 +253,13 @@ async fn do_handshake(table: &LocalTable, client: &mut TcpStream, out: &mut Outc
         Ok(None) => return answer_reject(client, Reject::BadRequest("incomplete request head"), out).await,
         Err(r) => return answer_reject(client, r, out).await,
     };
+    out.method = method_label(head.method);
+    out.path = Some(redact_target(head.target).into_boxed_str());
+    out.remote = client_address(
+        out.peer.ip(),
+        head.header("x-forwarded-for"),
+        &limits.trusted_proxies,
+    );
 
     // Step 3: health probe, CORS preflight, method.
     match classify(&head) {
@@ -199,7 +279,8 @@ async fn do_handshake(table: &LocalTable, client: &mut TcpStream, out: &mut Outc
             let svc = &snap.services[m.service];
             let allowed = svc.allowed_origins.as_deref().unwrap_or(&snap.allowed_origins);
             let mut resp = Vec::with_capacity(512);
-            if let Err(r) = write_preflight(&head, allowed, &mut resp) {
+            let allow_headers = limits.cors_allow_headers.as_deref();
+            if let Err(r) = write_preflight(&head, allowed, allow_headers, &mut resp) {
                 return answer_reject(client, r, out).await;
             }
             out.status = 202;
@@ -248,10 +329,12 @@ async fn do_handshake(table: &LocalTable, client: &mut TcpStream, out: &mut Outc
             Ok(Err(e)) => {
                 tracing::debug!(service = %svc.label, node = %svc.nodes[idx].host_port, "connect failed: {e}");
                 state.mark_failed(Instant::now());
+                out.connect_failures += 1;
             }
             Err(_) => {
                 tracing::debug!(service = %svc.label, node = %svc.nodes[idx].host_port, "connect timed out");
                 state.mark_failed(Instant::now());
+                out.connect_failures += 1;
             }
         }
     }
@@ -316,6 +399,7 @@ async fn do_handshake(table: &LocalTable, client: &mut TcpStream, out: &mut Outc
         return None;
     }
     out.status = 101;
+    out.upgraded_at = Some(Instant::now());
     out.bytes_down += down;
     Some(Upgraded {
         node,

@@ -8,6 +8,7 @@
 //! ```
 //! Everything here runs on a worker thread: no locks, no blocking calls, no shared RMW atomics.
 
+pub mod access;
 pub mod authz;
 pub mod balance;
 pub mod conn;
@@ -16,6 +17,7 @@ pub mod pipes;
 pub mod reject;
 pub mod relay;
 pub mod route;
+pub mod stop;
 pub mod upgrade;
 pub mod upstream;
 pub mod worker;

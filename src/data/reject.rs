@@ -26,6 +26,8 @@ pub enum Reject {
     Unavailable,
     /// 504: the node did not answer in time.
     GatewayTimeout,
+    /// 503: this worker is at `capi.websocket.max-connections` (issue 6).
+    Busy,
 }
 
 impl Reject {
@@ -41,6 +43,7 @@ impl Reject {
             Reject::BadGateway(_) => 502,
             Reject::Unavailable => 503,
             Reject::GatewayTimeout => 504,
+            Reject::Busy => 503,
         }
     }
 
@@ -56,6 +59,7 @@ impl Reject {
             Reject::BadGateway(_) => "Bad Gateway",
             Reject::Unavailable => "Service Unavailable",
             Reject::GatewayTimeout => "Gateway Timeout",
+            Reject::Busy => "Service Unavailable",
         }
     }
 
@@ -72,6 +76,7 @@ impl Reject {
             Reject::HeaderTooLarge => "request head too large",
             Reject::Unavailable => "no healthy node",
             Reject::GatewayTimeout => "node did not answer in time",
+            Reject::Busy => "gateway at max-connections",
         }
     }
 

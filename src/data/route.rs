@@ -247,9 +247,12 @@ const DEFAULT_ALLOW_HEADERS: &str = "Origin, Authorization, Content-Type, Sec-We
 /// `202` echoing the allowed `Origin` (`*` without one) and the requested headers. An `Origin`
 /// refused by `allowed` → `Forbidden("origin")`. Header values echoed here were validated by
 /// httparse (no CR/LF), so they cannot split the response.
+/// `allow_headers`: `capi.gateway.cors.management.allowed-headers` pre-joined (as CAPI sends
+/// it); None = echo the requested headers (or the default list).
 pub fn write_preflight(
     head: &RequestHead,
     allowed: &[AllowedOrigin],
+    allow_headers: Option<&str>,
     out: &mut Vec<u8>,
 ) -> Result<(), Reject> {
     let origin = head.header("origin");
@@ -266,14 +269,17 @@ pub fn write_preflight(
         b"\r\nAccess-Control-Allow-Methods: GET, OPTIONS\r\nAccess-Control-Allow-Headers: ",
     );
     let mut requested = head.headers_named("access-control-request-headers").peekable();
-    if requested.peek().is_none() {
+    if let Some(configured) = allow_headers {
+        out.extend_from_slice(configured.as_bytes());
+    } else if requested.peek().is_none() {
         out.extend_from_slice(DEFAULT_ALLOW_HEADERS.as_bytes());
-    }
-    for (i, v) in requested.enumerate() {
-        if i > 0 {
-            out.extend_from_slice(b", ");
+    } else {
+        for (i, v) in requested.enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(v);
         }
-        out.extend_from_slice(v);
     }
     out.extend_from_slice(
         b"\r\nAccess-Control-Allow-Credentials: true\r\nAccess-Control-Max-Age: 1728000\r\n\
@@ -330,6 +336,7 @@ mod tests {
             services,
             by_route,
             limits: Default::default(),
+            stats: Vec::new(),
         }
     }
 
@@ -509,7 +516,23 @@ mod tests {
         let mut st = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let head = parse_request(raw.as_bytes(), &mut st).unwrap().unwrap();
         let mut out = Vec::new();
-        write_preflight(&head, allowed, &mut out).map(|()| String::from_utf8(out).unwrap())
+        write_preflight(&head, allowed, None, &mut out).map(|()| String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn preflight_uses_configured_allowed_headers() {
+        let raw =
+            "OPTIONS /capi/echo/dev HTTP/1.1\r\nHost: gw\r\nAccess-Control-Request-Headers: x-other\r\n\r\n";
+        let mut st = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let head = parse_request(raw.as_bytes(), &mut st).unwrap().unwrap();
+        let mut out = Vec::new();
+        write_preflight(&head, &[], Some("Origin,Authorization"), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("\r\nAccess-Control-Allow-Headers: Origin,Authorization\r\n"),
+            "{text}"
+        );
+        assert!(!text.contains("x-other"), "{text}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::control::Control;
 use crate::data::balance::LocalTable;
 use crate::data::conn::handle_conn;
 use crate::data::pipes::PipePool;
+use crate::data::stop::{race, Either, LocalStop, StopSignal};
 use crate::metrics::Metrics;
 use crate::rt::{self, DriverKind};
 use crate::snapshot::Published;
@@ -35,6 +36,10 @@ pub struct WorkerCtx {
     pub driver: DriverKind,
     pub pipes: PipePool,
     pub metrics: Arc<Metrics>,
+    /// Drain gates of this worker (issue 6).
+    pub stop: LocalStop,
+    /// This worker's access-log line buffer (reused; never shared).
+    pub access_buf: RefCell<Vec<u8>>,
     published: Arc<Published>,
     table: RefCell<Rc<LocalTable>>,
     seen_generation: Cell<u64>,
@@ -51,6 +56,8 @@ impl WorkerCtx {
             table: RefCell::new(Rc::new(LocalTable::build(snap, None))),
             seen_generation: Cell::new(gen),
             metrics,
+            stop: LocalStop::default(),
+            access_buf: RefCell::new(Vec::with_capacity(512)),
             published,
         }
     }
@@ -144,10 +151,11 @@ pub fn start_workers(settings: &Settings, control: &Control, driver: DriverKind)
     for (id, (listener, pin)) in listeners.into_iter().zip(pins).enumerate() {
         let published = Arc::clone(&control.published);
         let metrics = Arc::clone(&control.metrics);
+        let stop = Arc::clone(&control.stop);
         let ready = ready_tx.clone();
         let handle = std::thread::Builder::new()
             .name(format!("capi-ws-w{id}"))
-            .spawn(move || run_worker(id, driver, pin, listener, published, metrics, ready))
+            .spawn(move || run_worker(id, driver, pin, listener, published, metrics, stop, ready))
             .context("cannot spawn a worker thread")?;
         threads.push(handle);
     }
@@ -166,6 +174,7 @@ pub fn start_workers(settings: &Settings, control: &Control, driver: DriverKind)
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_worker(
     id: usize,
     driver: DriverKind,
@@ -173,6 +182,7 @@ fn run_worker(
     listener: std::net::TcpListener,
     published: Arc<Published>,
     metrics: Arc<Metrics>,
+    stop: Arc<StopSignal>,
     ready: mpsc::Sender<Result<usize, String>>,
 ) {
     if let Some(cpu) = pin {
@@ -193,7 +203,15 @@ fn run_worker(
         let _ = ready.send(Ok(id));
         drop(ready);
         let ctx = Rc::new(WorkerCtx::new(id, driver, published, metrics));
-        run_accept(ctx, listener).await;
+        let watcher = Rc::clone(&ctx);
+        let global = Arc::clone(&stop);
+        monoio::spawn(async move { watcher.stop.run_watch(&global).await });
+        run_accept(Rc::clone(&ctx), listener).await;
+        stop.listener_closed();
+        tracing::info!(worker = id, "listener closed (draining)");
+        // Keep the runtime alive for the connections still open; the signal thread exits the
+        // process when the last one closes or the drain window ends.
+        std::future::pending::<()>().await;
     });
     if let Err(e) = result {
         tracing::error!(worker = id, "worker runtime failed: {e}");
@@ -202,11 +220,16 @@ fn run_worker(
     }
 }
 
+/// Accept until the drain starts; then the listener is dropped (closed) so the port is free.
 async fn run_accept(ctx: Rc<WorkerCtx>, listener: monoio::net::TcpListener) {
     let mut backoff = ACCEPT_BACKOFF_START;
     let mut starved = false;
     loop {
-        match listener.accept().await {
+        let accepted = match race(ctx.stop.draining.wait(), listener.accept()).await {
+            Either::Left(()) => return,
+            Either::Right(r) => r,
+        };
+        match accepted {
             Ok((stream, peer)) => {
                 if starved {
                     tracing::info!(worker = ctx.id, "accepting again");
@@ -221,7 +244,9 @@ async fn run_accept(ctx: Rc<WorkerCtx>, listener: monoio::net::TcpListener) {
                     tracing::warn!(worker = ctx.id, "accept: {e}; backing off");
                     starved = true;
                 }
-                monoio::time::sleep(backoff).await;
+                if let Either::Left(()) = race(ctx.stop.draining.wait(), monoio::time::sleep(backoff)).await {
+                    return;
+                }
                 backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
             }
             Err(e) => tracing::debug!(worker = ctx.id, "accept: {e}"),

@@ -94,6 +94,14 @@ pub fn parse_addr_after(line: &str, key: &str) -> Option<SocketAddr> {
     value.parse().ok()
 }
 
+/// `yaml` plus `management.server.address: 127.0.0.1` unless it sets the address itself.
+pub fn with_loopback_admin(yaml: &str) -> String {
+    if yaml.contains("management.server.address") || yaml.contains("address: 0.0.0.0") {
+        return yaml.to_owned();
+    }
+    format!("{}\nmanagement.server.address: 127.0.0.1\n", yaml.trim_end())
+}
+
 /// A running child with drained output.
 pub struct Process {
     child: Child,
@@ -140,8 +148,26 @@ fn drain<R: Read + Send + 'static>(
 impl Process {
     /// Spawns `BIN args` and waits for a stderr line containing `marker`; returns that line.
     pub fn spawn(what: &str, args: Vec<OsString>, marker: &str) -> Result<(Process, String), String> {
+        Self::spawn_via(what, &[], args, marker)
+    }
+
+    /// Same, run through a wrapper command (e.g. `["prlimit", "--nofile=64:64"]`) that execs it.
+    pub fn spawn_via(
+        what: &str,
+        wrapper: &[&str],
+        args: Vec<OsString>,
+        marker: &str,
+    ) -> Result<(Process, String), String> {
         let bin = bin();
-        let mut child = Command::new(&bin)
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let mut child = command
             .args(&args)
             .env("NO_COLOR", "1")
             .env("RUST_BACKTRACE", "1")
@@ -266,6 +292,8 @@ impl Drop for Process {
 pub struct Gateway {
     pub process: Process,
     ws: SocketAddr,
+    admin: Option<SocketAddr>,
+    config: PathBuf,
     _dir: TempDir,
 }
 
@@ -290,12 +318,25 @@ impl Gateway {
     }
 
     pub fn try_start(yaml: &str, driver: &str, workers: usize, extra: &[&str]) -> Result<Gateway, String> {
+        Self::try_start_via(&[], yaml, driver, workers, extra)
+    }
+
+    /// [`Gateway::try_start`] through a wrapper command (see [`Process::spawn_via`]).
+    pub fn try_start_via(
+        wrapper: &[&str],
+        yaml: &str,
+        driver: &str,
+        workers: usize,
+        extra: &[&str],
+    ) -> Result<Gateway, String> {
         let dir = TempDir::new();
         let file = dir.path().join("capi.yaml");
-        std::fs::write(&file, yaml).map_err(|e| format!("writing {file:?}: {e}"))?;
+        // Loopback only: the admin server binds 0.0.0.0 by default.
+        let yaml = with_loopback_admin(yaml);
+        std::fs::write(&file, &yaml).map_err(|e| format!("writing {file:?}: {e}"))?;
         let mut args: Vec<OsString> = vec![
             "--config".into(),
-            file.into_os_string(),
+            file.clone().into_os_string(),
             "--port".into(),
             "0".into(),
             "--admin-port".into(),
@@ -306,14 +347,26 @@ impl Gateway {
             workers.to_string().into(),
         ];
         args.extend(extra.iter().map(OsString::from));
-        let (process, line) = Process::spawn("gateway", args, "listening ws=")?;
+        let (process, line) = Process::spawn_via("gateway", wrapper, args, "listening ws=")?;
         let ws = parse_addr_after(&line, "ws=")
             .ok_or_else(|| format!("no ws address in listening line {line:?}"))?;
         Ok(Gateway {
             process,
             ws,
+            admin: parse_addr_after(&line, "admin="),
+            config: file,
             _dir: dir,
         })
+    }
+
+    /// The admin listener address (from the `listening` line).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.expect("the listening line names no admin address")
+    }
+
+    /// The config file the gateway was started with (rewrite it, then send SIGHUP).
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config
     }
 
     /// The WebSocket listener address.

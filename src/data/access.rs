@@ -1,0 +1,282 @@
+//! The access log (DESIGN §10): one JSON line per connection on stdout, written by `finish`.
+//! Each worker formats into its own reusable buffer and hands the line to the kernel with one
+//! `write(2)` — no shared lock, no shared buffer; lines are kept below `PIPE_BUF` (4096) so a
+//! pipe never interleaves two of them. The `access_token` value never reaches the line.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::ops::TrustedProxy;
+
+/// Longest path kept in a line (the rest is cut, marked with `...`): keeps the line < PIPE_BUF.
+pub const MAX_LOGGED_PATH: usize = 2048;
+/// What replaces an `access_token` value.
+pub const REDACTED: &str = "REDACTED";
+
+/// One line's fields.
+pub struct AccessRecord<'a> {
+    pub time: SystemTime,
+    pub remote: IpAddr,
+    pub method: &'static str,
+    pub path: &'a str,
+    pub status: u16,
+    pub service: &'a str,
+    pub node: &'a str,
+    pub duration_ms: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+}
+
+/// Methods by static label (anything else is `OTHER`): the log never copies a method.
+pub fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "OPTIONS", "HEAD", "POST", "PUT", "DELETE", "PATCH", "CONNECT", "TRACE",
+    ];
+    KNOWN.iter().find(|m| **m == method).copied().unwrap_or("OTHER")
+}
+
+/// The request target with every `access_token` query value replaced by [`REDACTED`], cut at
+/// [`MAX_LOGGED_PATH`] bytes. The parameter name is matched as the forwarder does (exact name,
+/// also percent-encoded letters are not decoded: such a parameter is not a token source).
+pub fn redact_target(target: &str) -> String {
+    let mut out = String::with_capacity(target.len().min(MAX_LOGGED_PATH) + 8);
+    match target.split_once('?') {
+        None => out.push_str(target),
+        Some((path, query)) => {
+            out.push_str(path);
+            out.push('?');
+            for (i, pair) in query.split('&').enumerate() {
+                if i > 0 {
+                    out.push('&');
+                }
+                match pair.split_once('=') {
+                    Some((name, _)) if name == "access_token" => {
+                        out.push_str(name);
+                        out.push('=');
+                        out.push_str(REDACTED);
+                    }
+                    _ => out.push_str(pair),
+                }
+            }
+        }
+    }
+    if out.len() > MAX_LOGGED_PATH {
+        let mut cut = MAX_LOGGED_PATH;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push_str("...");
+    }
+    out
+}
+
+/// The address to log: the first `X-Forwarded-For` entry when the peer is a trusted proxy and
+/// that entry is an IP address; else the peer.
+pub fn client_address(peer: IpAddr, xff: Option<&[u8]>, trusted: &[TrustedProxy]) -> IpAddr {
+    if !trusted.iter().any(|p| p.contains(peer)) {
+        return peer;
+    }
+    let Some(value) = xff else { return peer };
+    let first = value.split(|b| *b == b',').next().unwrap_or_default();
+    std::str::from_utf8(first)
+        .ok()
+        .and_then(|s| {
+            s.trim()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .ok()
+        })
+        .unwrap_or(peer)
+}
+
+/// Serialise one line (with its newline) into `out`, which is cleared first.
+pub fn format_line(rec: &AccessRecord<'_>, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(b"{\"time\":\"");
+    write_rfc3339(rec.time, out);
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        out,
+        "\",\"remote\":\"{}\",\"method\":\"{}\",\"path\":",
+        rec.remote, rec.method
+    );
+    write_json_str(rec.path, out);
+    let _ = write!(out, ",\"status\":{},\"service\":", rec.status);
+    write_json_str(rec.service, out);
+    out.extend_from_slice(b",\"node\":");
+    write_json_str(rec.node, out);
+    let _ = writeln!(
+        out,
+        ",\"duration_ms\":{},\"bytes_up\":{},\"bytes_down\":{}}}",
+        rec.duration_ms, rec.bytes_up, rec.bytes_down
+    );
+}
+
+/// Hand one line to stdout with a single `write(2)` (retrying only what a signal cut short).
+/// A failing stdout (closed pipe, full non-blocking pipe) loses the line, never the connection.
+pub fn write_stdout(line: &[u8]) {
+    let mut rest = line;
+    while !rest.is_empty() {
+        // SAFETY: fd 1 is the process's stdout; the pointer and length describe `rest`.
+        let n = unsafe { libc::write(libc::STDOUT_FILENO, rest.as_ptr().cast(), rest.len()) };
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        rest = &rest[n as usize..];
+    }
+}
+
+fn write_json_str(s: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    for c in s.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+/// `2024-05-01T12:00:00.123Z` (UTC, milliseconds).
+fn write_rfc3339(t: SystemTime, out: &mut Vec<u8>) {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, day) = civil_from_days(days as i64);
+    let _ = write!(
+        out,
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    );
+}
+
+/// Days since 1970-01-01 -> (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn redaction() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("no_query", "/capi/a/b/x", "/capi/a/b/x"),
+            ("only_token", "/a?access_token=SECRET", "/a?access_token=REDACTED"),
+            (
+                "middle",
+                "/a?x=1&access_token=SECRET&y=2",
+                "/a?x=1&access_token=REDACTED&y=2",
+            ),
+            (
+                "twice",
+                "/a?access_token=S1&access_token=S2",
+                "/a?access_token=REDACTED&access_token=REDACTED",
+            ),
+            (
+                "similar_name_kept",
+                "/a?my_access_token=v",
+                "/a?my_access_token=v",
+            ),
+            ("empty_value", "/a?access_token=", "/a?access_token=REDACTED"),
+            ("bare_name", "/a?access_token", "/a?access_token"),
+        ];
+        for (name, input, want) in cases {
+            assert_eq!(redact_target(input), *want, "case {name}");
+        }
+        let long = format!("/a/{}?access_token=SECRET", "x".repeat(5000));
+        let got = redact_target(&long);
+        assert!(got.len() <= MAX_LOGGED_PATH + 3 && got.ends_with("...") && !got.contains("SECRET"));
+    }
+
+    #[test]
+    fn remote_address() {
+        let trusted = [TrustedProxy::parse("127.0.0.1").unwrap()];
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let other: IpAddr = "10.0.0.9".parse().unwrap();
+        let cases: &[(&str, IpAddr, Option<&[u8]>, &str)] = &[
+            (
+                "trusted_first_entry",
+                lo,
+                Some(b"203.0.113.7, 10.0.0.1"),
+                "203.0.113.7",
+            ),
+            ("trusted_v6", lo, Some(b"[2001:db8::1]"), "2001:db8::1"),
+            ("trusted_garbage", lo, Some(b"unknown"), "127.0.0.1"),
+            ("trusted_no_header", lo, None, "127.0.0.1"),
+            ("untrusted_ignored", other, Some(b"203.0.113.7"), "10.0.0.9"),
+        ];
+        for (name, peer, xff, want) in cases {
+            assert_eq!(
+                client_address(*peer, *xff, &trusted).to_string(),
+                *want,
+                "case {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn line_is_json_with_every_field() {
+        let rec = AccessRecord {
+            time: UNIX_EPOCH + Duration::from_millis(1_714_564_800_123),
+            remote: "127.0.0.1".parse().unwrap(),
+            method: method_label("GET"),
+            path: "/capi/a/b?q=\"x\"\\\u{1}",
+            status: 101,
+            service: "a/b",
+            node: "127.0.0.1:9",
+            duration_ms: 5,
+            bytes_up: 1,
+            bytes_down: 2,
+        };
+        let mut out = Vec::new();
+        format_line(&rec, &mut out);
+        assert_eq!(out.last(), Some(&b'\n'));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["time"], "2024-05-01T12:00:00.123Z");
+        assert_eq!(v["path"], "/capi/a/b?q=\"x\"\\\u{1}");
+        assert_eq!(v["status"], 101);
+        assert_eq!(v["service"], "a/b");
+        assert_eq!(v["bytes_down"], 2);
+        assert_eq!(method_label("BREW"), "OTHER");
+    }
+
+    #[test]
+    fn dates() {
+        let cases: &[(&str, i64, (i64, u32, u32))] = &[
+            ("epoch", 0, (1970, 1, 1)),
+            ("leap_day", 19_782, (2024, 2, 29)),
+            ("y2k", 10_957, (2000, 1, 1)),
+        ];
+        for (name, days, want) in cases {
+            assert_eq!(civil_from_days(*days), *want, "case {name}");
+        }
+    }
+}
