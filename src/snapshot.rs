@@ -120,6 +120,8 @@ pub struct Snapshot {
     /// `route_key` -> index in `services`.
     pub by_route: HashMap<String, usize>,
     pub limits: Limits,
+    /// Verification keys and token policy (DESIGN §5).
+    pub auth: Arc<crate::keys::Auth>,
 }
 
 impl Snapshot {

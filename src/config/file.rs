@@ -28,9 +28,18 @@ pub mod keys {
     pub const SERVICES: &str = "capi.websocket.services";
     pub const CONTEXT_PATH: &str = "camel.servlet.mapping.context-path";
     pub const ADMIN_PORT: &str = "management.server.port";
+    // JWT authorization (issue 4, DESIGN §5): `capi.oauth2.*`.
+    pub const OAUTH2_COOKIE_NAME: &str = "capi.oauth2.cookieName";
+    pub const OAUTH2_ENABLED: &str = "capi.oauth2.provider.enabled";
+    pub const OAUTH2_KEYS: &str = "capi.oauth2.provider.keys";
+    pub const OAUTH2_REFRESH_INTERVAL: &str = "capi.oauth2.provider.refresh-interval";
+    pub const OAUTH2_LEEWAY_MS: &str = "capi.oauth2.leeway-ms";
+    pub const OAUTH2_CLOSE_ON_EXPIRY: &str = "capi.oauth2.close-on-expiry";
+    pub const OAUTH2_EXPIRY_GRACE_MS: &str = "capi.oauth2.expiry-grace-ms";
+    pub const OAUTH2_TOKEN_CACHE_SIZE: &str = "capi.oauth2.token-cache-size";
 
     /// Every key above, in the order `capi-ws check` prints them.
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 27] = [
         MODE,
         NAMESPACE,
         STRICT,
@@ -50,6 +59,15 @@ pub mod keys {
         SERVICES,
         CONTEXT_PATH,
         ADMIN_PORT,
+        // JWT authorization (issue 4)
+        OAUTH2_COOKIE_NAME,
+        OAUTH2_ENABLED,
+        OAUTH2_KEYS,
+        OAUTH2_REFRESH_INTERVAL,
+        OAUTH2_LEEWAY_MS,
+        OAUTH2_CLOSE_ON_EXPIRY,
+        OAUTH2_EXPIRY_GRACE_MS,
+        OAUTH2_TOKEN_CACHE_SIZE,
     ];
 }
 

@@ -4,6 +4,7 @@
 //! wait for any of it.
 #![allow(clippy::disallowed_types)] // locks are allowed on the control plane (not per connection)
 
+pub mod jwks;
 pub mod table;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,8 @@ use crate::snapshot::{Instance, Published, Snapshot};
 struct Parts {
     /// Instances from each Consul host (key: the host's endpoint), as last synced.
     consul: BTreeMap<String, Vec<Instance>>,
+    /// Verification keys of every source (JWT authorization, `jwks.rs`).
+    keys: jwks::KeysPart,
 }
 
 /// What `/ready` waits for (DESIGN §8): workers listening and, when enabled, Consul and the
@@ -114,5 +117,7 @@ fn build(settings: &Settings, parts: &Parts) -> Snapshot {
     for list in parts.consul.values() {
         instances.extend(list.iter().cloned());
     }
-    table::build_snapshot(settings, instances, &table::system_resolve)
+    let mut snap = table::build_snapshot(settings, instances, &table::system_resolve);
+    snap.auth = Arc::new(parts.keys.auth(&settings.oauth2));
+    snap
 }

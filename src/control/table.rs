@@ -96,6 +96,7 @@ pub fn build_snapshot(
         services,
         by_route,
         limits: Limits::from_settings(settings),
+        auth: Default::default(),
     }
 }
 

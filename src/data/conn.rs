@@ -13,7 +13,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-use crate::data::authz::authorize;
+use crate::data::authz::{authorize, AuthState};
 use crate::data::balance::{ActiveGuard, LocalTable};
 use crate::data::head::{parse_request, MAX_HEADERS};
 use crate::data::reject::Reject;
@@ -55,6 +55,8 @@ struct Outcome {
 struct Upgraded {
     node: TcpStream,
     _active: ActiveGuard,
+    /// The token's `exp` (seconds since the epoch) for a secured service.
+    token_exp: Option<u64>,
 }
 
 pub async fn handle_conn(ctx: Rc<WorkerCtx>, table: Rc<LocalTable>, mut client: TcpStream, peer: SocketAddr) {
@@ -71,15 +73,37 @@ pub async fn handle_conn(ctx: Rc<WorkerCtx>, table: Rc<LocalTable>, mut client: 
     };
     // NOTE: boxed on purpose — the handshake state (head buffer, parsed headers) is freed when it
     // completes instead of living inside this task for the whole relay.
-    let upgraded = Box::pin(do_handshake(&table, &mut client, &mut out)).await;
+    let upgraded = Box::pin(do_handshake(&table, &ctx.auth, &mut client, &mut out)).await;
     if let Some(up) = upgraded {
         let idle = table.snap.limits.idle_timeout;
-        let r = relay(&client, &up.node, &ctx.pipes, idle, std::future::pending::<()>()).await;
+        let expiry = close_at(&table.snap.auth, up.token_exp);
+        let r = relay(&client, &up.node, &ctx.pipes, idle, expiry_stop(expiry)).await;
         out.bytes_up += r.bytes_up;
         out.bytes_down += r.bytes_down;
         out.reason = relay_end_label(r.end);
+        if r.end == RelayEnd::Stopped && expiry.is_some_and(|at| Instant::now() >= at) {
+            out.reason = "token expired";
+        }
     }
     finish(&ctx, &table, &out);
+}
+
+/// With `close-on-expiry` (DESIGN §5): when the relay must end — the token's `exp` plus the
+/// grace, no leeway. One runtime timer per such connection (the timer wheel, no extra task).
+fn close_at(auth: &crate::keys::Auth, token_exp: Option<u64>) -> Option<Instant> {
+    let grace = auth.close_on_expiry?;
+    let exp = Duration::from_secs(token_exp?) + grace;
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Some(Instant::now() + exp.saturating_sub(since_epoch))
+}
+
+async fn expiry_stop(at: Option<Instant>) {
+    match at {
+        Some(at) => monoio::time::sleep_until(monoio::time::Instant::from_std(at)).await,
+        None => std::future::pending::<()>().await,
+    }
 }
 
 fn relay_end_label(end: RelayEnd) -> &'static str {
@@ -165,7 +189,12 @@ async fn read_head(
 }
 
 /// Steps 2–10. `None` when the connection was answered (or lost) without an upgrade.
-async fn do_handshake(table: &LocalTable, client: &mut TcpStream, out: &mut Outcome) -> Option<Upgraded> {
+async fn do_handshake(
+    table: &LocalTable,
+    auth: &AuthState,
+    client: &mut TcpStream,
+    out: &mut Outcome,
+) -> Option<Upgraded> {
     let snap = &table.snap;
     let limits = &snap.limits;
     let mut buf = Vec::with_capacity(INITIAL_HEAD_BUF.min(limits.max_header_bytes));
@@ -235,9 +264,10 @@ async fn do_handshake(table: &LocalTable, client: &mut TcpStream, out: &mut Outc
     if let Err(r) = check_origin(head.header("origin"), allowed) {
         return answer_reject(client, r, out).await;
     }
-    if let Err(r) = authorize(svc) {
-        return answer_reject(client, r, out).await;
-    }
+    let token_exp = match authorize(&head, svc, &snap.auth, auth, unix_now()) {
+        Ok(exp) => exp,
+        Err(r) => return answer_reject(client, r, out).await,
+    };
     let expected_accept = accept_key(upgrade.key);
 
     // Step 8: pick a node and connect, failing over.
@@ -330,7 +360,15 @@ async fn do_handshake(table: &LocalTable, client: &mut TcpStream, out: &mut Outc
     Some(Upgraded {
         node,
         _active: active,
+        token_exp,
     })
+}
+
+/// Seconds since the epoch (token times are in these units).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Read the node's response head; returns (buffer with head and any bytes after it, status,

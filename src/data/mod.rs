@@ -16,6 +16,8 @@ pub mod pipes;
 pub mod reject;
 pub mod relay;
 pub mod route;
+pub mod token_cache;
 pub mod upgrade;
 pub mod upstream;
+pub mod verify;
 pub mod worker;

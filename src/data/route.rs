@@ -330,6 +330,7 @@ mod tests {
             services,
             by_route,
             limits: Default::default(),
+            auth: Default::default(),
         }
     }
 
