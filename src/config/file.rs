@@ -624,7 +624,7 @@ capi:
   websocket.server.port: 1
   consul:
     hosts: [a, b]
-  oauth2: {}
+  oauth2: {realm: x}
 spring.main.banner: x
 ";
         let f = FileConfig::parse(text).unwrap();
@@ -633,7 +633,7 @@ spring.main.banner: x
             f.unknown_keys,
             vec![
                 "capi.consul.hosts",
-                "capi.oauth2",
+                "capi.oauth2.realm",
                 "server.port",
                 "spring.main.banner"
             ]
