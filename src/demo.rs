@@ -147,7 +147,11 @@ impl DevKey {
             "iss": DEV_ISSUER, "sub": "demo-user", "iat": now, "exp": now + DEV_TOKEN_SECS,
             "subscriptions": [format!("/{DEV_SUBSCRIPTION}")],
         });
-        let input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
+        let input = format!(
+            "{}.{}",
+            B64.encode(header.to_string()),
+            B64.encode(claims.to_string())
+        );
         let sig = pair
             .sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes())
             .map_err(|_| "signing failed".to_string())?;

@@ -149,7 +149,9 @@ pub fn parse_jwk(jwk: &Value) -> Result<VerifyKey, String> {
     let kid = jwk.get("kid").and_then(Value::as_str).map(str::to_string);
     let declared = match jwk.get("alg").and_then(Value::as_str) {
         None => None,
-        Some(a) => Some(parse_alg(a).ok_or_else(|| format!("alg {a:?} is not a supported signature algorithm"))?),
+        Some(a) => {
+            Some(parse_alg(a).ok_or_else(|| format!("alg {a:?} is not a supported signature algorithm"))?)
+        }
     };
     let kty = jwk.get("kty").and_then(Value::as_str).unwrap_or("");
     let crv = jwk.get("crv").and_then(Value::as_str).unwrap_or("");
@@ -300,7 +302,11 @@ pub struct Auth {
 }
 
 impl Auth {
-    pub fn new(settings: &crate::config::OAuth2Settings, keys: Arc<KeySet>, refresh: Option<Arc<RefreshSignal>>) -> Auth {
+    pub fn new(
+        settings: &crate::config::OAuth2Settings,
+        keys: Arc<KeySet>,
+        refresh: Option<Arc<RefreshSignal>>,
+    ) -> Auth {
         Auth {
             keys,
             cookie_name: settings.cookie_name.clone(),
@@ -425,10 +431,26 @@ mod tests {
         let ed = json!({"kty": "OKP", "crv": "Ed25519", "x": b(&[3; 32])});
         type Case = (&'static str, Value, Result<&'static [Algorithm], &'static str>);
         let cases: Vec<Case> = vec![
-            ("rsa_by_type", rsa_jwk("r", None), Ok(&[Algorithm::RS256, Algorithm::PS512])),
-            ("rsa_alg_binds", rsa_jwk("r", Some("RS256")), Ok(&[Algorithm::RS256])),
-            ("rsa_alg_mismatch", rsa_jwk("r", Some("ES256")), Err("does not fit")),
-            ("rsa_hmac_alg", rsa_jwk("r", Some("HS256")), Err("not a supported")),
+            (
+                "rsa_by_type",
+                rsa_jwk("r", None),
+                Ok(&[Algorithm::RS256, Algorithm::PS512]),
+            ),
+            (
+                "rsa_alg_binds",
+                rsa_jwk("r", Some("RS256")),
+                Ok(&[Algorithm::RS256]),
+            ),
+            (
+                "rsa_alg_mismatch",
+                rsa_jwk("r", Some("ES256")),
+                Err("does not fit"),
+            ),
+            (
+                "rsa_hmac_alg",
+                rsa_jwk("r", Some("HS256")),
+                Err("not a supported"),
+            ),
             ("ec256", ec256, Ok(&[Algorithm::ES256])),
             ("ec384", ec384, Ok(&[Algorithm::ES384])),
             ("ed25519", ed, Ok(&[Algorithm::EdDSA])),
@@ -458,7 +480,11 @@ mod tests {
                 json!({"kty": "EC", "crv": "P-521", "x": "AA", "y": "AA"}),
                 Err("not supported"),
             ),
-            ("bad_b64", json!({"kty": "RSA", "n": "!!", "e": "AQAB"}), Err("base64url")),
+            (
+                "bad_b64",
+                json!({"kty": "RSA", "n": "!!", "e": "AQAB"}),
+                Err("base64url"),
+            ),
         ];
         for (name, jwk, want) in cases {
             match (parse_jwk(&jwk), want) {
@@ -478,17 +504,27 @@ mod tests {
 
     #[test]
     fn documents() {
-        let jwks = json!({"keys": [rsa_jwk("a", None), {"kty": "RSA", "use": "enc", "n": "AQAB", "e": "AQAB"}]});
+        let jwks =
+            json!({"keys": [rsa_jwk("a", None), {"kty": "RSA", "use": "enc", "n": "AQAB", "e": "AQAB"}]});
         let keys = parse_key_document(jwks.to_string().as_bytes()).unwrap();
         assert_eq!(keys.len(), 1, "the enc key is skipped");
         assert_eq!(keys[0].kid.as_deref(), Some("a"));
-        assert_eq!(parse_key_document(rsa_jwk("x", None).to_string().as_bytes()).unwrap().len(), 1);
+        assert_eq!(
+            parse_key_document(rsa_jwk("x", None).to_string().as_bytes())
+                .unwrap()
+                .len(),
+            1
+        );
         for (name, doc, want) in [
             ("empty_keys", "{\"keys\": []}", "no usable"),
             ("only_enc", "{\"keys\": [{\"kty\":\"oct\"}]}", "1 skipped"),
             ("not_json", "{nope", "invalid JSON"),
             ("garbage", "hello", "neither"),
-            ("bad_pem", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n", "no usable"),
+            (
+                "bad_pem",
+                "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+                "no usable",
+            ),
             ("cut_pem", "-----BEGIN PUBLIC KEY-----\nAAAA\n", "unterminated"),
         ] {
             let err = parse_key_document(doc.as_bytes()).unwrap_err();
@@ -541,7 +577,13 @@ MCowBQYDK2VwAyEAOn+CTBpIcoS4dMZw0g4xP/B4rBKIdayS0/ddMOBQKyM=
         let set = KeySet::build(7, &[src("A"), src("B")], &[Some(Arc::new(a)), None]);
         assert_eq!(set.generation, 7);
         assert_eq!(set.bindings[0].issuer.as_deref(), Some("A"));
-        let cases: &[(&str, Option<&str>, Algorithm, Result<usize, &str>)] = &[
+        type Case = (
+            &'static str,
+            Option<&'static str>,
+            Algorithm,
+            Result<usize, &'static str>,
+        );
+        let cases: &[Case] = &[
             ("kid_hit", Some("a1"), Algorithm::RS256, Ok(1)),
             ("kid_alg_refused", Some("a1"), Algorithm::RS384, Err("algorithm")),
             ("kid_unknown", Some("zz"), Algorithm::RS256, Err("unknown_key")),

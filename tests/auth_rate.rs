@@ -6,8 +6,10 @@
 //! Each client thread loops: connect, upgrade with `Authorization: Bearer <RS256 token>`, read
 //! the 101, close. The node is `capi-ws echo`. One token for all (the reconnect-storm case).
 
-#[macro_use]
+#![allow(clippy::disallowed_types)] // locks are fine in tests: the rule guards the data plane
+
 #[allow(unused_macros)]
+#[macro_use]
 mod common;
 
 use std::io::{Read, Write};
@@ -42,7 +44,11 @@ fn rate(gw: &Gateway, token: &str, threads: usize, per_thread: usize) -> f64 {
                         assert!(n > 0, "closed before the answer");
                         got.extend_from_slice(&buf[..n]);
                     }
-                    assert!(got.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&got));
+                    assert!(
+                        got.starts_with(b"HTTP/1.1 101"),
+                        "{}",
+                        String::from_utf8_lossy(&got)
+                    );
                 }
             });
         }
@@ -57,13 +63,26 @@ fn handshake_rate_with_and_without_cache() {
     let jwks = JwksServer::start(jwks_document(&[&k.rsa]));
     let echo = EchoNode::start("epoll");
     let token = k.rsa.token(&claims(ISS, &[]));
-    let threads: usize = std::env::var("RATE_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
-    let per: usize = std::env::var("RATE_PER_THREAD").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
-    let workers: usize = std::env::var("RATE_WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let threads: usize = std::env::var("RATE_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let per: usize = std::env::var("RATE_PER_THREAD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let workers: usize = std::env::var("RATE_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     for (label, cache) in [("cache on ", 10_000), ("cache off", 0)] {
         let config = Config::new().with(service("secure", "dev", echo.addr()).meta("secured", "true"));
         let extra = format!("capi.oauth2.token-cache-size: {cache}\n");
-        let yaml = format!("{}{}", config.yaml(), oauth2_yaml(&[bound_source(&jwks.url("a"), ISS)], &extra));
+        let yaml = format!(
+            "{}{}",
+            config.yaml(),
+            oauth2_yaml(&[bound_source(&jwks.url("a"), ISS)], &extra)
+        );
         let gw = Gateway::start_with(&yaml, "epoll", workers, &["--log-level", "warn"]);
         rate(&gw, &token, threads, 50); // warm-up
         let r = rate(&gw, &token, threads, per);

@@ -97,7 +97,10 @@ fn assert_no_token_in_output(gw: &Gateway, tokens: &[&str]) {
     for t in tokens {
         // The signature part is unique to each token.
         let sig = t.rsplit('.').next().unwrap_or(t);
-        assert!(!logs.contains(sig) && !access.contains(sig), "a token leaked into the output");
+        assert!(
+            !logs.contains(sig) && !access.contains(sig),
+            "a token leaked into the output"
+        );
     }
 }
 
@@ -105,7 +108,13 @@ fn valid_token_sources(driver: &str) {
     let jwks = realm_a();
     let node = Node::ws_echo();
     let src = bound_source(&jwks.url("a"), ISS_A);
-    let gw = gateway(node.addr(), None, &[src], "capi.oauth2.cookieName: KC_TOKEN\n", driver);
+    let gw = gateway(
+        node.addr(),
+        None,
+        &[src],
+        "capi.oauth2.cookieName: KC_TOKEN\n",
+        driver,
+    );
     let k = keys();
     let rsa = token(&k.rsa, &[]);
     let ec = token(&k.ec, &[]);
@@ -115,16 +124,27 @@ fn valid_token_sources(driver: &str) {
     assert_upgrade(&gw, SECURED, &[("Authorization", &format!("bearer {ec}"))]);
     // 2. The query parameter; the node never sees it, the rest of the query is kept.
     while node.try_head().is_some() {}
-    let mut ws = raw_upgrade(gw.ws_addr(), &upgrade(&format!("{SECURED}/x?a=1&access_token={rsa}&b=2")), &[]);
+    let mut ws = raw_upgrade(
+        gw.ws_addr(),
+        &upgrade(&format!("{SECURED}/x?a=1&access_token={rsa}&b=2")),
+        &[],
+    );
     let line = node.next_head().request_line();
     assert!(line.starts_with("GET /x?a=1&b=2 "), "node saw {line:?}");
-    assert!(!line.contains("access_token") && !line.contains(&rsa), "node saw {line:?}");
+    assert!(
+        !line.contains("access_token") && !line.contains(&rsa),
+        "node saw {line:?}"
+    );
     ws.send(OP_TEXT, b"q");
     assert_eq!(ws.read_frame().payload, b"q");
     // 3. The configured cookie.
     assert_upgrade(&gw, SECURED, &[("Cookie", &format!("theme=dark; KC_TOKEN={ec}"))]);
     // 4. Another Authorization scheme is not a token source: the query is tried next.
-    assert_upgrade(&gw, &format!("{SECURED}?access_token={ec}"), &[("Authorization", "Basic dXNlcjpwdw==")]);
+    assert_upgrade(
+        &gw,
+        &format!("{SECURED}?access_token={ec}"),
+        &[("Authorization", "Basic dXNlcjpwdw==")],
+    );
     node.check();
     assert_no_token_in_output(&gw, &[&rsa, &ec]);
 }
@@ -132,7 +152,13 @@ fn valid_token_sources(driver: &str) {
 fn each_401_reason(driver: &str) {
     let jwks = realm_a();
     let node = Node::ws_echo();
-    let gw = gateway(node.addr(), None, &[bound_source(&jwks.url("a"), ISS_A)], "capi.oauth2.leeway-ms: 0\n", driver);
+    let gw = gateway(
+        node.addr(),
+        None,
+        &[bound_source(&jwks.url("a"), ISS_A)],
+        "capi.oauth2.leeway-ms: 0\n",
+        driver,
+    );
     let k = keys();
     let good = token(&k.rsa, &[]);
     let mut parts = good.split('.');
@@ -145,7 +171,9 @@ fn each_401_reason(driver: &str) {
     c_nbf["nbf"] = json!(now() + 600);
     let mut c_no_exp = claims(ISS_A, &[]);
     c_no_exp.as_object_mut().unwrap().remove("exp");
-    let unknown_kid = k.rsa.token_with_header(&json!({"alg": "RS256", "kid": "nope"}), &claims(ISS_A, &[]));
+    let unknown_kid = k
+        .rsa
+        .token_with_header(&json!({"alg": "RS256", "kid": "nope"}), &claims(ISS_A, &[]));
     let alg_none = format!(
         "{}.{body}.",
         common::jwks::b64(json!({"alg": "none", "typ": "JWT"}).to_string())
@@ -161,20 +189,59 @@ fn each_401_reason(driver: &str) {
         common::jwks::b64(aws_lc_rs::hmac::sign(&hs_key, hs_input.as_bytes()))
     );
     // An RS384 token against a key published as RS256 (the JWK's alg binds).
-    let rs384 = k.rsa.token_with_header(&json!({"alg": "RS384", "kid": k.rsa.kid()}), &claims(ISS_A, &[]));
+    let rs384 = k
+        .rsa
+        .token_with_header(&json!({"alg": "RS384", "kid": k.rsa.kid()}), &claims(ISS_A, &[]));
 
-    let cases: Vec<(&str, Vec<(&str, String)>, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, &'a str);
+    let cases: Vec<Case> = vec![
         ("no token", vec![], "missing"),
-        ("empty bearer", vec![("Authorization", "Bearer ".into())], "missing"),
+        (
+            "empty bearer",
+            vec![("Authorization", "Bearer ".into())],
+            "missing",
+        ),
         ("garbage", vec![("Authorization", bearer("garbage"))], "malformed"),
-        ("bad signature", vec![("Authorization", bearer(&format!("{head}.{body}.{other_sig}")))], "signature"),
-        ("expired", vec![("Authorization", bearer(&with(c_expired)))], "expired"),
-        ("not yet valid", vec![("Authorization", bearer(&with(c_nbf)))], "not_yet_valid"),
-        ("missing exp", vec![("Authorization", bearer(&with(c_no_exp)))], "malformed"),
-        ("unknown kid", vec![("Authorization", bearer(&unknown_kid))], "unknown_key"),
-        ("alg none", vec![("Authorization", bearer(&alg_none))], "algorithm"),
-        ("hs256 with the public key", vec![("Authorization", bearer(&hs))], "algorithm"),
-        ("rs384 on an rs256 key", vec![("Authorization", bearer(&rs384))], "algorithm"),
+        (
+            "bad signature",
+            vec![("Authorization", bearer(&format!("{head}.{body}.{other_sig}")))],
+            "signature",
+        ),
+        (
+            "expired",
+            vec![("Authorization", bearer(&with(c_expired)))],
+            "expired",
+        ),
+        (
+            "not yet valid",
+            vec![("Authorization", bearer(&with(c_nbf)))],
+            "not_yet_valid",
+        ),
+        (
+            "missing exp",
+            vec![("Authorization", bearer(&with(c_no_exp)))],
+            "malformed",
+        ),
+        (
+            "unknown kid",
+            vec![("Authorization", bearer(&unknown_kid))],
+            "unknown_key",
+        ),
+        (
+            "alg none",
+            vec![("Authorization", bearer(&alg_none))],
+            "algorithm",
+        ),
+        (
+            "hs256 with the public key",
+            vec![("Authorization", bearer(&hs))],
+            "algorithm",
+        ),
+        (
+            "rs384 on an rs256 key",
+            vec![("Authorization", bearer(&rs384))],
+            "algorithm",
+        ),
     ];
     for (name, headers, reason) in &cases {
         let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -194,7 +261,13 @@ fn subscriptions(driver: &str) {
     let jwks = realm_a();
     let node = Node::ws_echo();
     // Two instances would give two lists; one instance with a comma list and a leading `/`.
-    let gw = gateway(node.addr(), Some("/gold, silver"), &[bound_source(&jwks.url("a"), ISS_A)], "", driver);
+    let gw = gateway(
+        node.addr(),
+        Some("/gold, silver"),
+        &[bound_source(&jwks.url("a"), ISS_A)],
+        "",
+        driver,
+    );
     let k = keys();
     let cases: &[(&str, serde_json::Value, u16)] = &[
         ("match", json!(["silver"]), 101),
@@ -237,11 +310,23 @@ fn several_subscription_groups(driver: &str) {
                 .meta("subscription-group", g),
         );
     }
-    let yaml = format!("{}{}", config.yaml(), oauth2_yaml(&[bound_source(&jwks.url("a"), ISS_A)], ""));
+    let yaml = format!(
+        "{}{}",
+        config.yaml(),
+        oauth2_yaml(&[bound_source(&jwks.url("a"), ISS_A)], "")
+    );
     let gw = Gateway::start_with(&yaml, driver, 1, &["--log-level", "info,access=debug"]);
     let k = keys();
-    assert_upgrade(&gw, SECURED, &[("Authorization", &bearer(&token(&k.rsa, &["b", "c"])))]);
-    let resp = request(&gw, SECURED, &[("Authorization", &bearer(&token(&k.rsa, &["a", "b"])))]);
+    assert_upgrade(
+        &gw,
+        SECURED,
+        &[("Authorization", &bearer(&token(&k.rsa, &["b", "c"])))],
+    );
+    let resp = request(
+        &gw,
+        SECURED,
+        &[("Authorization", &bearer(&token(&k.rsa, &["a", "b"])))],
+    );
     resp.assert_error(403);
 }
 
@@ -249,7 +334,13 @@ fn key_rotation(driver: &str) {
     let k = keys();
     let jwks = realm_a();
     let node = Node::ws_echo();
-    let gw = gateway(node.addr(), None, &[bound_source(&jwks.url("a"), ISS_A)], "", driver);
+    let gw = gateway(
+        node.addr(),
+        None,
+        &[bound_source(&jwks.url("a"), ISS_A)],
+        "",
+        driver,
+    );
     let rotated = token(&k.rotated, &[]);
     // 1. The new kid is unknown: 401 unknown_key (and an early refresh is signalled).
     let resp = request(&gw, SECURED, &[("Authorization", &bearer(&rotated))]);
@@ -272,7 +363,13 @@ fn provider_down_then_up(driver: &str) {
     let jwks = realm_a();
     jwks.set_up(false);
     let node = Node::ws_echo();
-    let gw = gateway(node.addr(), None, &[bound_source(&jwks.url("a"), ISS_A)], "", driver);
+    let gw = gateway(
+        node.addr(),
+        None,
+        &[bound_source(&jwks.url("a"), ISS_A)],
+        "",
+        driver,
+    );
     let t = token(&k.rsa, &[]);
     // 1. No keys yet: the secured service fails closed, the open one works.
     let resp = request(&gw, SECURED, &[("Authorization", &bearer(&t))]);
@@ -280,9 +377,11 @@ fn provider_down_then_up(driver: &str) {
     assert_upgrade(&gw, OPEN, &[]);
     // 2. The provider comes up: the retry back-off (≤ 10 s) brings the keys.
     jwks.set_up(true);
-    eventually("keys loaded after the provider came up", Duration::from_secs(15), || {
-        request(&gw, SECURED, &[("Authorization", &bearer(&t))]).status != 401
-    });
+    eventually(
+        "keys loaded after the provider came up",
+        Duration::from_secs(15),
+        || request(&gw, SECURED, &[("Authorization", &bearer(&t))]).status != 401,
+    );
     assert_upgrade(&gw, SECURED, &[("Authorization", &bearer(&t))]);
     // 3. Down again: the last good keys stay in use.
     jwks.set_up(false);
@@ -299,7 +398,11 @@ fn issuer_bound_per_source(driver: &str) {
     let sources = [bound_source(&a.url("a"), ISS_A), bound_source(&b.url("b"), ISS_B)];
     let gw = gateway(node.addr(), None, &sources, "", driver);
     // Realm B's own token works; realm B's key with realm A's issuer does not.
-    assert_upgrade(&gw, SECURED, &[("Authorization", &bearer(&k.other.token(&claims(ISS_B, &[]))))]);
+    assert_upgrade(
+        &gw,
+        SECURED,
+        &[("Authorization", &bearer(&k.other.token(&claims(ISS_B, &[]))))],
+    );
     let forged = k.other.token(&claims(ISS_A, &[]));
     let resp = request(&gw, SECURED, &[("Authorization", &bearer(&forged))]);
     assert_401(&gw, &resp, "issuer");
@@ -311,7 +414,13 @@ fn close_on_expiry(driver: &str) {
     let jwks = realm_a();
     let node = Node::ws_echo();
     let src = [bound_source(&jwks.url("a"), ISS_A)];
-    let on = gateway(node.addr(), None, &src, "capi.oauth2.close-on-expiry: true\n", driver);
+    let on = gateway(
+        node.addr(),
+        None,
+        &src,
+        "capi.oauth2.close-on-expiry: true\n",
+        driver,
+    );
     let off = gateway(node.addr(), None, &src, "", driver);
     let mut c = claims(ISS_A, &[]);
     c["exp"] = json!(now() + 2);
@@ -326,22 +435,28 @@ fn close_on_expiry(driver: &str) {
         assert_eq!(ws.read().unwrap(), Message::text("before"));
     }
     // 2. With close-on-expiry the gateway closes at exp (≤ 2 s from the start, plus slack).
-    loop {
-        match closing.read() {
-            Ok(m) => panic!("unexpected message {m:?}"),
-            Err(_) => break,
-        }
+    if let Ok(m) = closing.read() {
+        panic!("unexpected message {m:?}");
     }
     let closed_after = started.elapsed();
-    assert!(closed_after < Duration::from_secs(6), "closed after {closed_after:?}");
+    assert!(
+        closed_after < Duration::from_secs(6),
+        "closed after {closed_after:?}"
+    );
     assert_logged(&on, 101, "token expired");
     // 3. Without the option the other connection still relays after the expiry.
     staying.send(Message::text("after")).unwrap();
     assert_eq!(staying.read().unwrap(), Message::text("after"));
     // 4. The node saw its side of the expired connection end.
-    eventually("node saw the expired connection end", Duration::from_secs(5), || {
-        node.drain_events().iter().any(|e| matches!(e, Event::Eof | Event::Closed(_)))
-    });
+    eventually(
+        "node saw the expired connection end",
+        Duration::from_secs(5),
+        || {
+            node.drain_events()
+                .iter()
+                .any(|e| matches!(e, Event::Eof | Event::Closed(_)))
+        },
+    );
 }
 
 drivers!(

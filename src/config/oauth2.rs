@@ -144,7 +144,10 @@ impl OAuth2Settings {
         if let Some(n) = uint(keys::OAUTH2_EXPIRY_GRACE_MS, 0, MAX_EXPIRY_GRACE_MS, &mut problem) {
             s.expiry_grace_ms = n;
         }
-        match file.get(keys::OAUTH2_TOKEN_CACHE_SIZE).map(|v| read_uint(v, env, "a number of tokens")) {
+        match file
+            .get(keys::OAUTH2_TOKEN_CACHE_SIZE)
+            .map(|v| read_uint(v, env, "a number of tokens"))
+        {
             Some(Ok(Some(n))) if n <= MAX_TOKEN_CACHE_SIZE => s.token_cache_size = n,
             Some(Ok(Some(n))) => problem(
                 keys::OAUTH2_TOKEN_CACHE_SIZE,
@@ -283,7 +286,12 @@ impl fmt::Display for OAuth2Settings {
             }
             writeln!(f)?;
         }
-        writeln!(f, "{}: {}", keys::OAUTH2_REFRESH_INTERVAL, self.refresh_interval_ms)?;
+        writeln!(
+            f,
+            "{}: {}",
+            keys::OAUTH2_REFRESH_INTERVAL,
+            self.refresh_interval_ms
+        )?;
         writeln!(f, "{}: {}", keys::OAUTH2_LEEWAY_MS, self.leeway_ms)?;
         writeln!(f, "{}: {}", keys::OAUTH2_CLOSE_ON_EXPIRY, self.close_on_expiry)?;
         writeln!(f, "{}: {}", keys::OAUTH2_EXPIRY_GRACE_MS, self.expiry_grace_ms)?;
@@ -360,12 +368,32 @@ mod tests {
     #[test]
     fn problems_name_their_key() {
         let cases: &[(&str, &str, &str)] = &[
-            ("enabled_type", "capi.oauth2.provider.enabled: maybe", "capi.oauth2.provider.enabled:"),
-            ("refresh_low", "capi.oauth2.provider.refresh-interval: 5", "refresh-interval:"),
-            ("leeway_high", "capi.oauth2.leeway-ms: 9999999", "capi.oauth2.leeway-ms:"),
-            ("map_without_source", "capi.oauth2.provider.keys: [{issuer: x}]", "keys[0].source: missing"),
+            (
+                "enabled_type",
+                "capi.oauth2.provider.enabled: maybe",
+                "capi.oauth2.provider.enabled:",
+            ),
+            (
+                "refresh_low",
+                "capi.oauth2.provider.refresh-interval: 5",
+                "refresh-interval:",
+            ),
+            (
+                "leeway_high",
+                "capi.oauth2.leeway-ms: 9999999",
+                "capi.oauth2.leeway-ms:",
+            ),
+            (
+                "map_without_source",
+                "capi.oauth2.provider.keys: [{issuer: x}]",
+                "keys[0].source: missing",
+            ),
             ("nested_list", "capi.oauth2.provider.keys: [[a]]", "keys[0]:"),
-            ("bad_cookie", "capi.oauth2.cookieName: \"a b\"", "capi.oauth2.cookieName:"),
+            (
+                "bad_cookie",
+                "capi.oauth2.cookieName: \"a b\"",
+                "capi.oauth2.cookieName:",
+            ),
         ];
         for (name, text, want) in cases {
             let (_, _, problems) = load(text);

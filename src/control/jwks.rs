@@ -85,7 +85,9 @@ pub fn start(control: &Arc<Control>) -> anyhow::Result<Vec<JoinHandle<()>>> {
         );
     }
     if o.enabled && o.sources.is_empty() {
-        tracing::warn!("capi.oauth2.provider.enabled is true but no keys are listed: secured services answer 401");
+        tracing::warn!(
+            "capi.oauth2.provider.enabled is true but no keys are listed: secured services answer 401"
+        );
     }
     let sources = o.active_sources().to_vec();
     if sources.is_empty() {
@@ -111,7 +113,9 @@ pub fn start(control: &Arc<Control>) -> anyhow::Result<Vec<JoinHandle<()>>> {
         handles.push(handle);
     }
     drop(first_tx);
-    let signal = Arc::new(RefreshSignal::new(handles.iter().map(|h| h.thread().clone()).collect()));
+    let signal = Arc::new(RefreshSignal::new(
+        handles.iter().map(|h| h.thread().clone()).collect(),
+    ));
     control.init_keys(&sources, Arc::clone(&signal));
     for tx in signal_txs {
         let _ = tx.send(Arc::clone(&signal));
@@ -168,7 +172,11 @@ fn run_jwks_refresh(
         });
         match result {
             Ok(update) => {
-                control.metrics.control.jwks_refresh_ok.fetch_add(1, Ordering::Relaxed);
+                control
+                    .metrics
+                    .control
+                    .jwks_refresh_ok
+                    .fetch_add(1, Ordering::Relaxed);
                 if failing {
                     tracing::info!(source = index, "key source {} is back", source.source);
                     failing = false;
@@ -187,7 +195,11 @@ fn run_jwks_refresh(
                 due = started + interval;
             }
             Err(e) => {
-                control.metrics.control.jwks_refresh_error.fetch_add(1, Ordering::Relaxed);
+                control
+                    .metrics
+                    .control
+                    .jwks_refresh_error
+                    .fetch_add(1, Ordering::Relaxed);
                 if failing {
                     tracing::debug!(source = index, "key source {}: {e}", source.source);
                 } else {
@@ -234,7 +246,9 @@ fn fetch(source: &KeySource) -> Result<Vec<u8>, String> {
         Ok(body)
     } else {
         let path = std::path::Path::new(&source.source);
-        let len = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?.len();
+        let len = std::fs::metadata(path)
+            .map_err(|e| format!("cannot read: {e}"))?
+            .len();
         if len > MAX_DOCUMENT_BYTES {
             return Err(format!("file larger than {MAX_DOCUMENT_BYTES} bytes"));
         }

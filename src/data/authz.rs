@@ -53,7 +53,10 @@ pub fn authorize(
         None => match verify(&token, keys) {
             Ok(v) => {
                 let v = Rc::new(v);
-                state.cache.borrow_mut().insert(&token, keys.generation, Rc::clone(&v));
+                state
+                    .cache
+                    .borrow_mut()
+                    .insert(&token, keys.generation, Rc::clone(&v));
                 v
             }
             Err(reason) => {
@@ -227,32 +230,124 @@ mod tests {
 
     fn extracted(target: &str, headers: &str, cookie: Option<&str>) -> Option<Result<String, ()>> {
         let raw = format!("GET {target} HTTP/1.1\r\nHost: x\r\n{headers}\r\n");
-        with_head(&raw, |h| extract_token(h, cookie).map(|r| r.map(|c| c.into_owned())))
+        with_head(&raw, |h| {
+            extract_token(h, cookie).map(|r| r.map(|c| c.into_owned()))
+        })
     }
 
     #[test]
     fn token_extraction() {
         let some = |s: &str| Some(Ok(s.to_string()));
-        type Case = (&'static str, &'static str, &'static str, Option<&'static str>, Option<Result<String, ()>>);
+        type Case = (
+            &'static str,
+            &'static str,
+            &'static str,
+            Option<&'static str>,
+            Option<Result<String, ()>>,
+        );
         let cases: Vec<Case> = vec![
             ("bearer", "/", "Authorization: Bearer abc\r\n", None, some("abc")),
-            ("bearer_lower", "/", "authorization: bearer abc\r\n", None, some("abc")),
-            ("bearer_upper_blanks", "/", "Authorization:   BEARER \t abc  \r\n", None, some("abc")),
-            ("basic_is_not_a_source", "/", "Authorization: Basic dXM6cHc=\r\n", None, None),
-            ("basic_then_query", "/?access_token=q", "Authorization: Basic x\r\n", None, some("q")),
-            ("bearer_empty_then_query", "/?access_token=q", "Authorization: Bearer \r\n", None, some("q")),
-            ("header_wins_over_query", "/?access_token=q", "Authorization: Bearer h\r\n", None, some("h")),
-            ("query_middle", "/a?x=1&access_token=t.u.v&y=2", "", None, some("t.u.v")),
+            (
+                "bearer_lower",
+                "/",
+                "authorization: bearer abc\r\n",
+                None,
+                some("abc"),
+            ),
+            (
+                "bearer_upper_blanks",
+                "/",
+                "Authorization:   BEARER \t abc  \r\n",
+                None,
+                some("abc"),
+            ),
+            (
+                "basic_is_not_a_source",
+                "/",
+                "Authorization: Basic dXM6cHc=\r\n",
+                None,
+                None,
+            ),
+            (
+                "basic_then_query",
+                "/?access_token=q",
+                "Authorization: Basic x\r\n",
+                None,
+                some("q"),
+            ),
+            (
+                "bearer_empty_then_query",
+                "/?access_token=q",
+                "Authorization: Bearer \r\n",
+                None,
+                some("q"),
+            ),
+            (
+                "header_wins_over_query",
+                "/?access_token=q",
+                "Authorization: Bearer h\r\n",
+                None,
+                some("h"),
+            ),
+            (
+                "query_middle",
+                "/a?x=1&access_token=t.u.v&y=2",
+                "",
+                None,
+                some("t.u.v"),
+            ),
             ("query_encoded_key", "/a?access%5Ftoken=t", "", None, some("t")),
-            ("query_encoded_value", "/a?access_token=a%2Eb", "", None, some("a.b")),
-            ("query_empty_value", "/a?access_token=&access_token=z", "", None, some("z")),
+            (
+                "query_encoded_value",
+                "/a?access_token=a%2Eb",
+                "",
+                None,
+                some("a.b"),
+            ),
+            (
+                "query_empty_value",
+                "/a?access_token=&access_token=z",
+                "",
+                None,
+                some("z"),
+            ),
             ("query_other_key", "/a?access_tokens=t", "", None, None),
-            ("cookie", "/", "Cookie: a=1; tok=ck; b=2\r\n", Some("tok"), some("ck")),
-            ("cookie_quoted", "/", "Cookie: tok=\"ck\"\r\n", Some("tok"), some("ck")),
-            ("cookie_second_header", "/", "Cookie: a=1\r\nCookie: tok=ck\r\n", Some("tok"), some("ck")),
+            (
+                "cookie",
+                "/",
+                "Cookie: a=1; tok=ck; b=2\r\n",
+                Some("tok"),
+                some("ck"),
+            ),
+            (
+                "cookie_quoted",
+                "/",
+                "Cookie: tok=\"ck\"\r\n",
+                Some("tok"),
+                some("ck"),
+            ),
+            (
+                "cookie_second_header",
+                "/",
+                "Cookie: a=1\r\nCookie: tok=ck\r\n",
+                Some("tok"),
+                some("ck"),
+            ),
             ("cookie_not_configured", "/", "Cookie: tok=ck\r\n", None, None),
-            ("cookie_name_prefix", "/", "Cookie: xtok=ck\r\n", Some("tok"), None),
-            ("query_wins_over_cookie", "/?access_token=q", "Cookie: tok=ck\r\n", Some("tok"), some("q")),
+            (
+                "cookie_name_prefix",
+                "/",
+                "Cookie: xtok=ck\r\n",
+                Some("tok"),
+                None,
+            ),
+            (
+                "query_wins_over_cookie",
+                "/?access_token=q",
+                "Cookie: tok=ck\r\n",
+                Some("tok"),
+                some("q"),
+            ),
             ("nothing", "/", "", Some("tok"), None),
         ];
         for (name, target, headers, cookie, want) in cases {
@@ -261,7 +356,11 @@ mod tests {
         let raw = b"GET / HTTP/1.1\r\nAuthorization: Bearer \xff\xfe\r\n\r\n";
         let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let head = parse_request(raw, &mut storage).unwrap().unwrap();
-        assert_eq!(extract_token(&head, None).map(|r| r.is_err()), Some(true), "not text");
+        assert_eq!(
+            extract_token(&head, None).map(|r| r.is_err()),
+            Some(true),
+            "not text"
+        );
     }
 
     #[test]
@@ -272,9 +371,17 @@ mod tests {
             v
         };
         let g = |l: &[&[&str]]| -> Vec<Vec<String>> {
-            l.iter().map(|x| x.iter().map(|s| s.to_string()).collect()).collect()
+            l.iter()
+                .map(|x| x.iter().map(|s| s.to_string()).collect())
+                .collect()
         };
-        let cases: &[(&str, &[&str], &[&[&str]], bool)] = &[
+        type Case = (
+            &'static str,
+            &'static [&'static str],
+            &'static [&'static [&'static str]],
+            bool,
+        );
+        let cases: &[Case] = &[
             ("no_groups_any_token", &[], &[], true),
             ("one_match", &["a", "b"], &[&["b", "c"]], true),
             ("no_match", &["a"], &[&["b", "c"]], false),
@@ -294,7 +401,8 @@ mod tests {
             nbf,
             subscriptions: vec![],
         };
-        let cases: &[(&str, Verified, u64, u64, Result<(), &str>)] = &[
+        type Case = (&'static str, Verified, u64, u64, Result<(), &'static str>);
+        let cases: &[Case] = &[
             ("valid", v(100, None), 99, 0, Ok(())),
             ("at_exp", v(100, None), 100, 0, Err("expired")),
             ("leeway_covers_exp", v(100, None), 102, 5, Ok(())),
@@ -316,7 +424,11 @@ mod tests {
             assert_eq!(authorize(h, &svc(false, &[]), &auth, &state, 0), Ok(None));
         });
         let cases: &[(&str, &str, Reject)] = &[
-            ("missing", "GET / HTTP/1.1\r\n\r\n", Reject::Unauthenticated("missing")),
+            (
+                "missing",
+                "GET / HTTP/1.1\r\n\r\n",
+                Reject::Unauthenticated("missing"),
+            ),
             (
                 "garbage",
                 "GET /?access_token=garbage HTTP/1.1\r\n\r\n",
@@ -330,7 +442,11 @@ mod tests {
         ];
         for (name, raw, want) in cases {
             with_head(raw, |h| {
-                assert_eq!(authorize(h, &svc(true, &[]), &auth, &state, 0), Err(*want), "case {name}");
+                assert_eq!(
+                    authorize(h, &svc(true, &[]), &auth, &state, 0),
+                    Err(*want),
+                    "case {name}"
+                );
             });
         }
     }

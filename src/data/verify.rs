@@ -93,7 +93,12 @@ fn signature_only(alg: Algorithm) -> Validation {
 }
 
 fn check_claims(c: Claims, binding: &crate::keys::Binding) -> Result<Verified, &'static str> {
-    let exp = c.exp.as_ref().map(numeric_date).ok_or("malformed")?.ok_or("malformed")?;
+    let exp = c
+        .exp
+        .as_ref()
+        .map(numeric_date)
+        .ok_or("malformed")?
+        .ok_or("malformed")?;
     let nbf = match &c.nbf {
         None | Some(Value::Null) => None,
         Some(v) => Some(numeric_date(v).ok_or("malformed")?),
@@ -124,7 +129,11 @@ fn check_claims(c: Claims, binding: &crate::keys::Binding) -> Result<Verified, &
 /// `None`.
 fn numeric_date(v: &Value) -> Option<u64> {
     let n = v.as_number()?;
-    n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0 && f.is_finite()).map(|f| f as u64))
+    n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| *f >= 0.0 && f.is_finite())
+            .map(|f| f as u64)
+    })
 }
 
 /// The `subscriptions` claim (§12): an array of strings, or one string as a one-element list;
@@ -132,7 +141,11 @@ fn numeric_date(v: &Value) -> Option<u64> {
 pub fn subscriptions_claim(v: Option<&Value>) -> Vec<String> {
     let mut out: Vec<String> = match v {
         Some(Value::String(s)) => vec![normalise_subscription(s)],
-        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(normalise_subscription).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(normalise_subscription)
+            .collect(),
         _ => Vec::new(),
     };
     out.retain(|s| !s.is_empty());
@@ -187,11 +200,31 @@ mod tests {
             ("two_parts", "a.b".into(), "malformed"),
             ("four_parts", "a.b.c.d".into(), "malformed"),
             ("header_not_b64", "!!.x.y".into(), "malformed"),
-            ("header_not_json", format!("{}.x.y", URL_SAFE_NO_PAD.encode("nope")), "malformed"),
-            ("alg_none", format!("{}.{body}.", seg(&json!({"alg": "none"}))), "algorithm"),
-            ("alg_hs256", format!("{}.{body}.c2ln", seg(&json!({"alg": "HS256"}))), "algorithm"),
-            ("alg_missing", format!("{}.{body}.c2ln", seg(&json!({"typ": "JWT"}))), "algorithm"),
-            ("no_keys", format!("{}.{body}.c2ln", seg(&json!({"alg": "RS256"}))), "no_keys"),
+            (
+                "header_not_json",
+                format!("{}.x.y", URL_SAFE_NO_PAD.encode("nope")),
+                "malformed",
+            ),
+            (
+                "alg_none",
+                format!("{}.{body}.", seg(&json!({"alg": "none"}))),
+                "algorithm",
+            ),
+            (
+                "alg_hs256",
+                format!("{}.{body}.c2ln", seg(&json!({"alg": "HS256"}))),
+                "algorithm",
+            ),
+            (
+                "alg_missing",
+                format!("{}.{body}.c2ln", seg(&json!({"typ": "JWT"}))),
+                "algorithm",
+            ),
+            (
+                "no_keys",
+                format!("{}.{body}.c2ln", seg(&json!({"alg": "RS256"}))),
+                "no_keys",
+            ),
         ];
         for (name, token, want) in cases {
             assert_eq!(verify(token, &empty), Err(*want), "case {name}");
@@ -206,15 +239,47 @@ mod tests {
         };
         let claims = |v: Value| -> Claims { serde_json::from_value(v).unwrap() };
         let cases: &[(&str, Value, Result<u64, &str>)] = &[
-            ("ok", json!({"exp": 10, "iss": "https://kc/realms/a", "aud": "api"}), Ok(10)),
-            ("aud_list", json!({"exp": 10, "iss": "https://kc/realms/a", "aud": ["x", "api"]}), Ok(10)),
-            ("missing_exp", json!({"iss": "https://kc/realms/a", "aud": "api"}), Err("malformed")),
-            ("string_exp", json!({"exp": "10", "iss": "https://kc/realms/a", "aud": "api"}), Err("malformed")),
-            ("bad_nbf", json!({"exp": 10, "nbf": "x", "iss": "https://kc/realms/a", "aud": "api"}), Err("malformed")),
-            ("other_issuer", json!({"exp": 10, "iss": "https://kc/realms/b", "aud": "api"}), Err("issuer")),
+            (
+                "ok",
+                json!({"exp": 10, "iss": "https://kc/realms/a", "aud": "api"}),
+                Ok(10),
+            ),
+            (
+                "aud_list",
+                json!({"exp": 10, "iss": "https://kc/realms/a", "aud": ["x", "api"]}),
+                Ok(10),
+            ),
+            (
+                "missing_exp",
+                json!({"iss": "https://kc/realms/a", "aud": "api"}),
+                Err("malformed"),
+            ),
+            (
+                "string_exp",
+                json!({"exp": "10", "iss": "https://kc/realms/a", "aud": "api"}),
+                Err("malformed"),
+            ),
+            (
+                "bad_nbf",
+                json!({"exp": 10, "nbf": "x", "iss": "https://kc/realms/a", "aud": "api"}),
+                Err("malformed"),
+            ),
+            (
+                "other_issuer",
+                json!({"exp": 10, "iss": "https://kc/realms/b", "aud": "api"}),
+                Err("issuer"),
+            ),
             ("no_issuer", json!({"exp": 10, "aud": "api"}), Err("issuer")),
-            ("other_audience", json!({"exp": 10, "iss": "https://kc/realms/a", "aud": ["x"]}), Err("audience")),
-            ("no_audience", json!({"exp": 10, "iss": "https://kc/realms/a"}), Err("audience")),
+            (
+                "other_audience",
+                json!({"exp": 10, "iss": "https://kc/realms/a", "aud": ["x"]}),
+                Err("audience"),
+            ),
+            (
+                "no_audience",
+                json!({"exp": 10, "iss": "https://kc/realms/a"}),
+                Err("audience"),
+            ),
         ];
         for (name, v, want) in cases {
             let got = check_claims(claims(v.clone()), &bound).map(|c| c.exp);

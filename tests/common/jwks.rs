@@ -26,19 +26,31 @@ pub fn now() -> u64 {
 
 /// A signing key with its `kid`.
 pub enum TestKey {
-    Rsa { kid: String, pair: aws_lc_rs::rsa::KeyPair },
-    Ec { kid: String, pair: EcdsaKeyPair },
+    Rsa {
+        kid: String,
+        pair: aws_lc_rs::rsa::KeyPair,
+    },
+    Ec {
+        kid: String,
+        pair: EcdsaKeyPair,
+    },
 }
 
 impl TestKey {
     fn rsa(kid: &str) -> TestKey {
         let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
-        TestKey::Rsa { kid: kid.into(), pair }
+        TestKey::Rsa {
+            kid: kid.into(),
+            pair,
+        }
     }
 
     fn ec(kid: &str) -> TestKey {
         let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
-        TestKey::Ec { kid: kid.into(), pair }
+        TestKey::Ec {
+            kid: kid.into(),
+            pair,
+        }
     }
 
     pub fn kid(&self) -> &str {
@@ -143,7 +155,8 @@ pub fn claims(iss: &str, subscriptions: &[&str]) -> Value {
 /// must be skipped (Keycloak publishes `RSA-OAEP` keys with `use: enc`).
 pub fn jwks_document(keys: &[&TestKey]) -> String {
     let mut list: Vec<Value> = keys.iter().map(|k| k.jwk()).collect();
-    let mut enc = json!({"kid": "enc-1", "kty": "RSA", "alg": "RSA-OAEP", "use": "enc", "n": "AQAB", "e": "AQAB"});
+    let mut enc =
+        json!({"kid": "enc-1", "kty": "RSA", "alg": "RSA-OAEP", "use": "enc", "n": "AQAB", "e": "AQAB"});
     if let Some(first) = keys.iter().find(|k| matches!(k, TestKey::Rsa { .. })) {
         let j = first.jwk();
         enc["n"] = j["n"].clone();
@@ -191,7 +204,10 @@ impl JwksServer {
 
     /// `http://127.0.0.1:<port>/realms/<realm>/protocol/openid-connect/certs`
     pub fn url(&self, realm: &str) -> String {
-        format!("http://{}/realms/{realm}/protocol/openid-connect/certs", self.addr)
+        format!(
+            "http://{}/realms/{realm}/protocol/openid-connect/certs",
+            self.addr
+        )
     }
 
     pub fn set_body(&self, body: String) {
