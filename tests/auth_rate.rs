@@ -83,7 +83,7 @@ fn handshake_rate_with_and_without_cache() {
             config.yaml(),
             oauth2_yaml(&[bound_source(&jwks.url("a"), ISS)], &extra)
         );
-        let gw = Gateway::start_with(&yaml, "epoll", workers, &["--log-level", "warn"]);
+        let gw = Gateway::start_with(&yaml, "epoll", workers, &["--log-level", "info"]);
         rate(&gw, &token, threads, 50); // warm-up
         let r = rate(&gw, &token, threads, per);
         println!("{label}: {r:.0} upgrades/s ({threads} client threads x {per}, {workers} worker(s), epoll)");
