@@ -9,6 +9,7 @@ pub mod control;
 pub mod data;
 pub mod demo;
 pub mod echo;
+pub mod keys;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
@@ -79,6 +80,14 @@ pub fn serve_with(
     let capacity = limits::raise_nofile();
     let worker_count = data::worker::resolve_worker_count(&settings);
     let control = control::Control::new(settings, worker_count);
+    // JWT keys (DESIGN §5): first attempt of every source before the workers start.
+    let _jwks = match control::jwks::start(&control) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("capi-ws: cannot start the key refresh threads: {e:#}");
+            return 1;
+        }
+    };
     let settings = control.settings();
     let workers = match data::worker::start_workers(&settings, &control, driver) {
         Ok(w) => w,

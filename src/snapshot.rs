@@ -123,6 +123,8 @@ pub struct Snapshot {
     /// Metric blocks per service (index-aligned with `services`), attached by the control plane
     /// when it publishes; empty in snapshots built outside it (unit tests).
     pub stats: Vec<crate::metrics::ServiceStatsRef>,
+    /// Verification keys and token policy (DESIGN §5).
+    pub auth: Arc<crate::keys::Auth>,
 }
 
 impl Snapshot {

@@ -124,7 +124,7 @@ fn endpoints(driver: &str) {
 fn metrics_move_after_traffic(driver: &str) {
     // 1. a relayed connection shows as active on its service and node;
     // 2. after it closes: connections_total{101}, bytes both ways, a session observed;
-    // 3. an unknown route and a secured service (no keys yet) count 404 and an auth failure.
+    // 3. an unknown route and a secured service without a token count 404 and an auth failure (missing).
     let node = EchoNode::start(driver);
     let config = Config::new()
         .with(service("echo", "dev", node.addr()).meta("type", "websocket"))
@@ -182,7 +182,7 @@ fn metrics_move_after_traffic(driver: &str) {
                 &m,
                 "capi_ws_connections_total{service=\"vault/dev\",status=\"401\"}",
             ) == Some(1.0)
-            && sample(&m, "capi_ws_auth_failures_total{reason=\"no_keys\"}") == Some(1.0)
+            && sample(&m, "capi_ws_auth_failures_total{reason=\"missing\"}") == Some(1.0)
             && sample(&m, &format!("capi_ws_bytes_total{{{svc},direction=\"up\"}}")).unwrap_or(0.0) > 13.0
             && sample(&m, &format!("capi_ws_bytes_total{{{svc},direction=\"down\"}}")).unwrap_or(0.0) > 13.0
             && sample(&m, "capi_ws_session_duration_seconds_count") == Some(1.0)

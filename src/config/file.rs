@@ -34,8 +34,18 @@ pub mod keys {
     pub const TRUSTED_PROXIES: &str = "capi.websocket.trusted-proxies";
     pub const CORS_ALLOWED_HEADERS: &str = "capi.gateway.cors.management.allowed-headers";
 
+    // JWT authorization (issue 4, DESIGN §5): `capi.oauth2.*`.
+    pub const OAUTH2_COOKIE_NAME: &str = "capi.oauth2.cookieName";
+    pub const OAUTH2_ENABLED: &str = "capi.oauth2.provider.enabled";
+    pub const OAUTH2_KEYS: &str = "capi.oauth2.provider.keys";
+    pub const OAUTH2_REFRESH_INTERVAL: &str = "capi.oauth2.provider.refresh-interval";
+    pub const OAUTH2_LEEWAY_MS: &str = "capi.oauth2.leeway-ms";
+    pub const OAUTH2_CLOSE_ON_EXPIRY: &str = "capi.oauth2.close-on-expiry";
+    pub const OAUTH2_EXPIRY_GRACE_MS: &str = "capi.oauth2.expiry-grace-ms";
+    pub const OAUTH2_TOKEN_CACHE_SIZE: &str = "capi.oauth2.token-cache-size";
+
     /// Every key above, in the order `capi-ws check` prints them.
-    pub const ALL: [&str; 23] = [
+    pub const ALL: [&str; 31] = [
         MODE,
         NAMESPACE,
         STRICT,
@@ -60,6 +70,15 @@ pub mod keys {
         MAX_CONNECTIONS,
         TRUSTED_PROXIES,
         CORS_ALLOWED_HEADERS,
+        // JWT authorization (issue 4)
+        OAUTH2_COOKIE_NAME,
+        OAUTH2_ENABLED,
+        OAUTH2_KEYS,
+        OAUTH2_REFRESH_INTERVAL,
+        OAUTH2_LEEWAY_MS,
+        OAUTH2_CLOSE_ON_EXPIRY,
+        OAUTH2_EXPIRY_GRACE_MS,
+        OAUTH2_TOKEN_CACHE_SIZE,
     ];
 }
 
@@ -616,7 +635,7 @@ capi:
   websocket.server.port: 1
   consul:
     hosts: [a, b]
-  oauth2: {}
+  oauth2: {realm: x}
 spring.main.banner: x
 ";
         let f = FileConfig::parse(text).unwrap();
@@ -625,7 +644,7 @@ spring.main.banner: x
             f.unknown_keys,
             vec![
                 "capi.consul.hosts",
-                "capi.oauth2",
+                "capi.oauth2.realm",
                 "server.port",
                 "spring.main.banner"
             ]

@@ -4,12 +4,14 @@
 //! Runs once at startup (or on `check`), never on a worker thread.
 
 pub mod file;
+pub mod oauth2;
 pub mod ops;
 pub mod settings;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use oauth2::{KeySource, OAuth2Settings};
 pub use settings::*;
 
 use crate::cli::{CheckArgs, RunArgs};

@@ -95,6 +95,8 @@ pub struct Settings {
     pub admin_port: u16,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// `capi.oauth2.*` (JWT authorization, DESIGN §5).
+    pub oauth2: super::OAuth2Settings,
     /// Dotted paths of keys present in the file that this gateway does not use.
     pub unknown_keys: Vec<String>,
     /// Operations keys (issue 6): admin address, max-connections, trusted proxies, CORS headers.
@@ -125,6 +127,7 @@ impl Default for Settings {
             admin_port: DEFAULT_ADMIN_PORT,
             log_level: "info".to_string(),
             log_format: LogFormat::Text,
+            oauth2: super::OAuth2Settings::default(),
             unknown_keys: Vec::new(),
             ops: super::ops::OpsSettings::default(),
         }
@@ -342,6 +345,7 @@ impl Settings {
             v.problems.push(e);
         }
         s.ops = super::ops::OpsSettings::from_file(file, env, &mut v.problems);
+        s.oauth2 = super::OAuth2Settings::from_file(file, env, &mut unknown, &mut v.problems);
 
         unknown.sort();
         s.unknown_keys = unknown;
@@ -598,6 +602,7 @@ impl fmt::Display for Settings {
         }
         writeln!(f, "{}: {}", keys::ADMIN_PORT, port_text(self.admin_port))?;
         self.ops.write_lines(f)?;
+        write!(f, "{}", self.oauth2)?;
         writeln!(f, "--driver: {}", self.driver.as_str())?;
         writeln!(f, "--log-level: {}", self.log_level)?;
         writeln!(f, "--log-format: {}", self.log_format.as_str())?;
@@ -779,8 +784,8 @@ mod tests {
             }),
             (
                 "unknown_listed",
-                "capi: {consul: {hosts: [a]}, oauth2: {cookieName: c}}\nserver.port: 1",
-                |s| s.unknown_keys == ["capi.consul.hosts", "capi.oauth2.cookieName", "server.port"],
+                "capi: {consul: {hosts: [a]}, oauth2: {realm: c}}\nserver.port: 1",
+                |s| s.unknown_keys == ["capi.consul.hosts", "capi.oauth2.realm", "server.port"],
             ),
         ];
         for (name, text, check) in cases {

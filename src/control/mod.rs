@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod exposition;
+pub mod jwks;
 pub mod signals;
 pub mod stats;
 pub mod table;
@@ -24,6 +25,8 @@ use crate::snapshot::{Instance, Published, Snapshot};
 struct Parts {
     /// Instances from each Consul host (key: the host's endpoint), as last synced.
     consul: BTreeMap<String, Vec<Instance>>,
+    /// Verification keys of every source (JWT authorization, `jwks.rs`).
+    keys: jwks::KeysPart,
 }
 
 /// What `/ready` waits for (DESIGN §8): workers listening and, when enabled, Consul and the
@@ -132,5 +135,7 @@ fn build(settings: &Settings, parts: &Parts) -> Snapshot {
     for list in parts.consul.values() {
         instances.extend(list.iter().cloned());
     }
-    table::build_snapshot(settings, instances, &table::system_resolve)
+    let mut snap = table::build_snapshot(settings, instances, &table::system_resolve);
+    snap.auth = Arc::new(parts.keys.auth(&settings.oauth2));
+    snap
 }

@@ -97,6 +97,7 @@ pub fn build_snapshot(
         by_route,
         limits: Limits::from_settings(settings),
         stats: Vec::new(),
+        auth: Default::default(),
     }
 }
 

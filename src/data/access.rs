@@ -26,6 +26,8 @@ pub struct AccessRecord<'a> {
     pub duration_ms: u64,
     pub bytes_up: u64,
     pub bytes_down: u64,
+    /// Static reason label: why it was refused or how the relay ended (never request data).
+    pub reason: &'a str,
 }
 
 /// Methods by static label (anything else is `OTHER`): the log never copies a method.
@@ -108,11 +110,13 @@ pub fn format_line(rec: &AccessRecord<'_>, out: &mut Vec<u8>) {
     write_json_str(rec.service, out);
     out.extend_from_slice(b",\"node\":");
     write_json_str(rec.node, out);
-    let _ = writeln!(
+    let _ = write!(
         out,
-        ",\"duration_ms\":{},\"bytes_up\":{},\"bytes_down\":{}}}",
+        ",\"duration_ms\":{},\"bytes_up\":{},\"bytes_down\":{},\"reason\":",
         rec.duration_ms, rec.bytes_up, rec.bytes_down
     );
+    write_json_str(rec.reason, out);
+    out.extend_from_slice(b"}\n");
 }
 
 /// Hand one line to stdout with a single `write(2)` (retrying only what a signal cut short).
@@ -255,6 +259,7 @@ mod tests {
             duration_ms: 5,
             bytes_up: 1,
             bytes_down: 2,
+            reason: "closed",
         };
         let mut out = Vec::new();
         format_line(&rec, &mut out);

@@ -16,11 +16,11 @@ use monoio::net::TcpStream;
 use crate::data::access::{
     client_address, format_line, method_label, redact_target, write_stdout, AccessRecord,
 };
-use crate::data::authz::authorize;
+use crate::data::authz::{authorize, AuthState};
 use crate::data::balance::{ActiveGuard, LocalTable};
 use crate::data::head::{parse_request, MAX_HEADERS};
 use crate::data::reject::Reject;
-use crate::data::relay::relay;
+use crate::data::relay::{relay, RelayEnd};
 use crate::data::route::{check_origin, route, write_preflight};
 use crate::data::upgrade::{accept_key, classify, validate_upgrade, Preflight};
 use crate::data::upstream::{
@@ -69,6 +69,8 @@ struct Outcome {
 struct Upgraded {
     node: TcpStream,
     _active: ActiveGuard,
+    /// The token's `exp` (seconds since the epoch) for a secured service.
+    token_exp: Option<u64>,
 }
 
 pub async fn handle_conn(ctx: Rc<WorkerCtx>, table: Rc<LocalTable>, mut client: TcpStream, peer: SocketAddr) {
@@ -99,7 +101,7 @@ pub async fn handle_conn(ctx: Rc<WorkerCtx>, table: Rc<LocalTable>, mut client: 
     }
     // NOTE: boxed on purpose — the handshake state (head buffer, parsed headers) is freed when it
     // completes instead of living inside this task for the whole relay.
-    let upgraded = Box::pin(do_handshake(&table, &mut client, &mut out)).await;
+    let upgraded = Box::pin(do_handshake(&table, &ctx.auth, &mut client, &mut out)).await;
     if let Some(up) = upgraded {
         let stats = out.service.and_then(|s| table.snap.stats.get(s));
         let node_stats = stats.zip(out.node).and_then(|(s, n)| s.nodes.get(n));
@@ -110,11 +112,17 @@ pub async fn handle_conn(ctx: Rc<WorkerCtx>, table: Rc<LocalTable>, mut client: 
             n.active.get(ctx.id).add(1);
         }
         let idle = table.snap.limits.idle_timeout;
-        // The drain's stop: `closing` opens for this connection somewhere in the close window.
-        let r = relay(&client, &up.node, &ctx.pipes, idle, ctx.stop.closing.wait()).await;
+        // Stop when the drain's gate opens for this connection, or (close-on-expiry) when its
+        // token expires.
+        let expiry = close_at(&table.snap.auth, up.token_exp);
+        let stop = crate::data::stop::first(ctx.stop.closing.wait(), expiry_stop(expiry));
+        let r = relay(&client, &up.node, &ctx.pipes, idle, stop).await;
         out.bytes_up += r.bytes_up;
         out.bytes_down += r.bytes_down;
         out.reason = r.end.as_str();
+        if r.end == RelayEnd::Stopped && expiry.is_some_and(|at| Instant::now() >= at) {
+            out.reason = "token_expired";
+        }
         if let Some(s) = stats {
             s.service.workers.get(ctx.id).active.add(-1);
         }
@@ -123,6 +131,24 @@ pub async fn handle_conn(ctx: Rc<WorkerCtx>, table: Rc<LocalTable>, mut client: 
         }
     }
     finish(&ctx, &table, &out);
+}
+
+/// With `close-on-expiry` (DESIGN §5): when the relay must end — the token's `exp` plus the
+/// grace, no leeway. One runtime timer per such connection (the timer wheel, no extra task).
+fn close_at(auth: &crate::keys::Auth, token_exp: Option<u64>) -> Option<Instant> {
+    let grace = auth.close_on_expiry?;
+    let exp = Duration::from_secs(token_exp?) + grace;
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Some(Instant::now() + exp.saturating_sub(since_epoch))
+}
+
+async fn expiry_stop(at: Option<Instant>) {
+    match at {
+        Some(at) => monoio::time::sleep_until(monoio::time::Instant::from_std(at)).await,
+        None => std::future::pending::<()>().await,
+    }
 }
 
 /// The one exit of every connection (DESIGN §2 step 12): counters, then one access-log line.
@@ -170,6 +196,7 @@ fn finish(ctx: &WorkerCtx, table: &LocalTable, out: &Outcome) {
         duration_ms: (now - out.started).as_millis() as u64,
         bytes_up: out.bytes_up,
         bytes_down: out.bytes_down,
+        reason: out.reason,
     };
     // The worker's own buffer: no allocation once warm, no lock; one write(2) per line.
     let mut line = ctx.access_buf.borrow_mut();
@@ -228,7 +255,12 @@ async fn read_head(
 }
 
 /// Steps 2–10. `None` when the connection was answered (or lost) without an upgrade.
-async fn do_handshake(table: &LocalTable, client: &mut TcpStream, out: &mut Outcome) -> Option<Upgraded> {
+async fn do_handshake(
+    table: &LocalTable,
+    auth: &AuthState,
+    client: &mut TcpStream,
+    out: &mut Outcome,
+) -> Option<Upgraded> {
     let snap = &table.snap;
     let limits = &snap.limits;
     let mut buf = Vec::with_capacity(INITIAL_HEAD_BUF.min(limits.max_header_bytes));
@@ -306,9 +338,10 @@ async fn do_handshake(table: &LocalTable, client: &mut TcpStream, out: &mut Outc
     if let Err(r) = check_origin(head.header("origin"), allowed) {
         return answer_reject(client, r, out).await;
     }
-    if let Err(r) = authorize(svc) {
-        return answer_reject(client, r, out).await;
-    }
+    let token_exp = match authorize(&head, svc, &snap.auth, auth, unix_now()) {
+        Ok(exp) => exp,
+        Err(r) => return answer_reject(client, r, out).await,
+    };
     let expected_accept = accept_key(upgrade.key);
 
     // Step 8: pick a node and connect, failing over.
@@ -404,7 +437,15 @@ async fn do_handshake(table: &LocalTable, client: &mut TcpStream, out: &mut Outc
     Some(Upgraded {
         node,
         _active: active,
+        token_exp,
     })
+}
+
+/// Seconds since the epoch (token times are in these units).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Read the node's response head; returns (buffer with head and any bytes after it, status,

@@ -18,6 +18,8 @@ pub mod reject;
 pub mod relay;
 pub mod route;
 pub mod stop;
+pub mod token_cache;
 pub mod upgrade;
 pub mod upstream;
+pub mod verify;
 pub mod worker;

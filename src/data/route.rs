@@ -337,6 +337,7 @@ mod tests {
             by_route,
             limits: Default::default(),
             stats: Vec::new(),
+            auth: Default::default(),
         }
     }
 

@@ -40,6 +40,8 @@ pub struct WorkerCtx {
     pub stop: LocalStop,
     /// This worker's access-log line buffer (reused; never shared).
     pub access_buf: RefCell<Vec<u8>>,
+    /// Verified-token cache and refresh signalling (JWT authorization).
+    pub auth: crate::data::authz::AuthState,
     published: Arc<Published>,
     table: RefCell<Rc<LocalTable>>,
     seen_generation: Cell<u64>,
@@ -49,12 +51,14 @@ impl WorkerCtx {
     fn new(id: usize, driver: DriverKind, published: Arc<Published>, metrics: Arc<Metrics>) -> Self {
         let snap = published.load();
         let gen = snap.generation;
+        let cache_capacity = snap.auth.cache_capacity;
         WorkerCtx {
             id,
             driver,
             pipes: PipePool::new(PIPE_POOL_IDLE),
             table: RefCell::new(Rc::new(LocalTable::build(snap, None))),
             seen_generation: Cell::new(gen),
+            auth: crate::data::authz::AuthState::new(cache_capacity),
             metrics,
             stop: LocalStop::default(),
             access_buf: RefCell::new(Vec::with_capacity(512)),

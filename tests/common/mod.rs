@@ -7,6 +7,7 @@
 pub mod client;
 pub mod config;
 pub mod gateway;
+pub mod jwks;
 pub mod nodes;
 pub mod wire;
 
