@@ -65,6 +65,7 @@ pub fn serve(settings: config::Settings, on_ready: impl FnOnce(&data::worker::Wo
     let capacity = limits::raise_nofile();
     let worker_count = data::worker::resolve_worker_count(&settings);
     let control = control::Control::new(settings, worker_count);
+    let _consul_threads = control::consul::start(&control);
     let settings = control.settings();
     let workers = match data::worker::start_workers(&settings, &control, driver) {
         Ok(w) => w,

@@ -28,9 +28,16 @@ pub mod keys {
     pub const SERVICES: &str = "capi.websocket.services";
     pub const CONTEXT_PATH: &str = "camel.servlet.mapping.context-path";
     pub const ADMIN_PORT: &str = "management.server.port";
+    // Consul discovery (issue 5; read by `config/consul.rs`).
+    pub const CONSUL_HOSTS: &str = "capi.consul.hosts";
+    pub const CONSUL_TOKEN: &str = "capi.consul.token";
+    pub const CONSUL_ENABLED: &str = "capi.consul.discovery.enabled";
+    pub const CONSUL_INTERVAL: &str = "capi.consul.discovery.timer.interval";
+    pub const CONSUL_MAX_WAIT_MS: &str = "capi.consul.discovery.max-wait-ms";
+    pub const CONSUL_RETRY_MAX_MS: &str = "capi.consul.discovery.retry-max-ms";
 
     /// Every key above, in the order `capi-ws check` prints them.
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 25] = [
         MODE,
         NAMESPACE,
         STRICT,
@@ -50,6 +57,12 @@ pub mod keys {
         SERVICES,
         CONTEXT_PATH,
         ADMIN_PORT,
+        CONSUL_HOSTS,
+        CONSUL_TOKEN,
+        CONSUL_ENABLED,
+        CONSUL_INTERVAL,
+        CONSUL_MAX_WAIT_MS,
+        CONSUL_RETRY_MAX_MS,
     ];
 }
 
@@ -605,7 +618,7 @@ server:
 capi:
   websocket.server.port: 1
   consul:
-    hosts: [a, b]
+    kv: {enabled: false}
   oauth2: {}
 spring.main.banner: x
 ";
@@ -614,7 +627,7 @@ spring.main.banner: x
         assert_eq!(
             f.unknown_keys,
             vec![
-                "capi.consul.hosts",
+                "capi.consul.kv.enabled",
                 "capi.oauth2",
                 "server.port",
                 "spring.main.banner"

@@ -97,6 +97,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Dotted paths of keys present in the file that this gateway does not use.
     pub unknown_keys: Vec<String>,
+    /// `capi.consul.*` (Consul discovery, DESIGN §7).
+    pub consul: super::consul::ConsulSettings,
 }
 
 impl Default for Settings {
@@ -124,6 +126,7 @@ impl Default for Settings {
             log_level: "info".to_string(),
             log_format: LogFormat::Text,
             unknown_keys: Vec::new(),
+            consul: super::consul::ConsulSettings::default(),
         }
     }
 }
@@ -338,6 +341,7 @@ impl Settings {
         if let Err(e) = s.settle_workers(keys::CPUS, keys::WORKERS) {
             v.problems.push(e);
         }
+        s.consul = super::consul::ConsulSettings::from_file(file, env, &mut unknown, &mut v.problems);
 
         unknown.sort();
         s.unknown_keys = unknown;
@@ -593,6 +597,7 @@ impl fmt::Display for Settings {
             writeln!(f, "{}: {}", keys::CONTEXT_PATH, self.context_path)?;
         }
         writeln!(f, "{}: {}", keys::ADMIN_PORT, port_text(self.admin_port))?;
+        self.consul.write_lines(f)?;
         writeln!(f, "--driver: {}", self.driver.as_str())?;
         writeln!(f, "--log-level: {}", self.log_level)?;
         writeln!(f, "--log-format: {}", self.log_format.as_str())?;
@@ -774,8 +779,8 @@ mod tests {
             }),
             (
                 "unknown_listed",
-                "capi: {consul: {hosts: [a]}, oauth2: {cookieName: c}}\nserver.port: 1",
-                |s| s.unknown_keys == ["capi.consul.hosts", "capi.oauth2.cookieName", "server.port"],
+                "capi: {consul: {kv: {enabled: false}}, oauth2: {cookieName: c}}\nserver.port: 1",
+                |s| s.unknown_keys == ["capi.consul.kv.enabled", "capi.oauth2.cookieName", "server.port"],
             ),
         ];
         for (name, text, check) in cases {

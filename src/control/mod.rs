@@ -4,6 +4,7 @@
 //! wait for any of it.
 #![allow(clippy::disallowed_types)] // locks are allowed on the control plane (not per connection)
 
+pub mod consul;
 pub mod table;
 
 use std::collections::BTreeMap;
