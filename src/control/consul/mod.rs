@@ -27,6 +27,8 @@
 //! dies between two reads is also skipped at once by each worker's passive health (§6).
 
 pub mod api;
+#[cfg(test)]
+mod fixture_tests;
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
