@@ -277,7 +277,7 @@ impl HostSync {
         let names = api::parse_service_names(&catalog.body)?;
         let previous = self.index;
         self.index = next_index(previous, catalog.index);
-        if catalog.index < previous {
+        if catalog.index < previous && previous > 1 {
             tracing::info!(
                 host = %self.host.endpoint,
                 from = previous,
