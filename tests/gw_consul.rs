@@ -95,6 +95,7 @@ fn registered_routable_then_deregistered_404(driver: &str) {
     eventually("registered service routable", PROPAGATION, || {
         upgrade_status(gw.ws_addr(), "/capi/chat/dev") == 101
     });
+    while node.try_head().is_some() {} // the probes' heads
     let mut ws = open(&gw, "/capi/chat/dev/room");
     echo(&mut ws, "hello");
     assert_eq!(node.next_head().target, "/room");
@@ -246,7 +247,10 @@ fn full_mode_lists_rest_but_routes_websocket_only(driver: &str) {
     let node = Node::ws_echo();
     consul.register(&registration("orders", "orders-1", "dev", node.addr()).meta("type", "rest"));
     consul.register(&registration("chat", "chat-1", "dev", node.addr()));
-    let gw = gateway_on(&[&consul], driver, "capi.mode: full\n");
+    let yaml = consul_yaml(&Config::new(), &[(consul.endpoint(), None)], "")
+        .replace("  mode: websocket\n", "  mode: full\n");
+    let gw = Gateway::start(&yaml, driver, 2);
+    wait_synced(&gw, 1);
     assert_eq!(upgrade_status(gw.ws_addr(), "/capi/chat/dev"), 101);
     assert_eq!(upgrade_status(gw.ws_addr(), "/capi/orders/dev"), 404);
     assert_eq!(node.accepted(), 1, "the rest service's node is never connected");
