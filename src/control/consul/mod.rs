@@ -52,7 +52,8 @@ pub const BACKOFF_START: Duration = Duration::from_millis(100);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Added to W + W/16 for the blocking read timeout, so a healthy hold never times out.
 pub const READ_MARGIN: Duration = Duration::from_secs(2);
-/// Timeout of a plain (non-blocking) read.
+/// Timeout of a plain (non-blocking) read; never longer than a blocking hold (`max-wait-ms` +
+/// [`READ_MARGIN`]), so a small `max-wait-ms` also bounds a stalled read.
 pub const PLAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Below this remaining time the catalog is read without blocking.
 const MIN_BLOCK: Duration = Duration::from_millis(50);
@@ -201,6 +202,7 @@ struct HostSync {
     counted: bool,
     interval: Duration,
     max_wait: Duration,
+    plain_timeout: Duration,
     index: u64,
     names: Vec<String>,
     published: Option<Vec<Instance>>,
@@ -232,6 +234,7 @@ impl HostSync {
             counted: false,
             interval: Duration::from_millis(settings.interval_ms),
             max_wait: Duration::from_millis(settings.max_wait_ms),
+            plain_timeout: PLAIN_TIMEOUT.min(Duration::from_millis(settings.max_wait_ms) + READ_MARGIN),
             index: 0,
             names: Vec::new(),
             published: None,
@@ -271,7 +274,7 @@ impl HostSync {
                 format!("?index={}&wait={}", self.index, go_duration(w)),
                 w + w / 16 + READ_MARGIN,
             ),
-            None => (String::new(), PLAIN_TIMEOUT),
+            None => (String::new(), self.plain_timeout),
         };
         let catalog = self.get(&format!("/v1/catalog/services{query}"), timeout)?;
         let names = api::parse_service_names(&catalog.body)?;
@@ -324,7 +327,7 @@ impl HostSync {
         let mut out = Vec::new();
         for name in names {
             let path = format!("/v1/health/service/{}", api::encode_path_segment(name));
-            let answer = self.get(&path, PLAIN_TIMEOUT)?;
+            let answer = self.get(&path, self.plain_timeout)?;
             let entries = api::parse_health(&answer.body).map_err(|e| format!("{path}: {e}"))?;
             for entry in &entries {
                 match api::to_instance(entry) {
