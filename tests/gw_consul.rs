@@ -79,7 +79,9 @@ fn echo(ws: &mut WebSocket<TcpStream>, text: &str) {
 }
 
 fn open(gw: &Gateway, path: &str) -> WebSocket<TcpStream> {
-    try_ws_connect(gw.ws_addr(), path, &[]).unwrap_or_else(|e| panic!("{e}")).0
+    try_ws_connect(gw.ws_addr(), path, &[])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .0
 }
 
 fn registered_routable_then_deregistered_404(driver: &str) {
@@ -147,13 +149,19 @@ fn established_connection_survives_changes(driver: &str) {
     echo(&mut ws, "after another service left");
 
     consul.set_check(held_id, "critical");
-    eventually("critical node no longer chosen", Duration::from_secs(3), || round(other, 4) == 4);
+    eventually("critical node no longer chosen", Duration::from_secs(3), || {
+        round(other, 4) == 4
+    });
     echo(&mut ws, "after my node turned critical");
     consul.set_check(held_id, "passing");
-    eventually("node passing again is chosen", Duration::from_secs(3), || round(held, 4) > 0);
+    eventually("node passing again is chosen", Duration::from_secs(3), || {
+        round(held, 4) > 0
+    });
 
     consul.deregister_node(held_node);
-    eventually("deregistered node no longer chosen", PROPAGATION, || round(other, 4) == 4);
+    eventually("deregistered node no longer chosen", PROPAGATION, || {
+        round(other, 4) == 4
+    });
     echo(&mut ws, "after my node was deregistered");
     ws.close(None).unwrap();
 }
@@ -175,16 +183,26 @@ fn critical_not_used_then_used_again(driver: &str) {
     assert!(a.accepted() > 0 && b.accepted() > 0);
 
     for (what, flip_off, flip_on) in [
-        ("service check", Box::new(|| consul.set_check("px-a", "critical")) as Box<dyn Fn()>,
-         Box::new(|| consul.set_check("px-a", "passing")) as Box<dyn Fn()>),
-        ("node check", Box::new(|| consul.set_node_check("node-px-a", "critical")),
-         Box::new(|| consul.set_node_check("node-px-a", "passing"))),
+        (
+            "service check",
+            Box::new(|| consul.set_check("px-a", "critical")) as Box<dyn Fn()>,
+            Box::new(|| consul.set_check("px-a", "passing")) as Box<dyn Fn()>,
+        ),
+        (
+            "node check",
+            Box::new(|| consul.set_node_check("node-px-a", "critical")),
+            Box::new(|| consul.set_node_check("node-px-a", "passing")),
+        ),
     ] {
         flip_off();
-        eventually(&format!("{what}: critical a not used"), Duration::from_secs(3), || {
-            let n = a.accepted();
-            (0..4).all(|_| upgrade_status(gw.ws_addr(), route) == 101) && a.accepted() == n
-        });
+        eventually(
+            &format!("{what}: critical a not used"),
+            Duration::from_secs(3),
+            || {
+                let n = a.accepted();
+                (0..4).all(|_| upgrade_status(gw.ws_addr(), route) == 101) && a.accepted() == n
+            },
+        );
         flip_on();
         eventually(&format!("{what}: a used again"), Duration::from_secs(3), || {
             let n = a.accepted();
@@ -207,7 +225,9 @@ fn metadata_is_honoured(driver: &str) {
     let ingress = Node::ws_echo();
     consul.register(&registration("orders", "orders-1", "dev", node.addr()).meta("type", "rest"));
     consul.register(&registration("legacy", "legacy-1", "dev", node.addr()).without_meta("group"));
-    consul.register(&registration("trading", "trading-1", "prod", node.addr()).meta("keep-group-first", "true"));
+    consul.register(
+        &registration("trading", "trading-1", "prod", node.addr()).meta("keep-group-first", "true"),
+    );
     consul.register(
         &registration("prices", "prices-1", "prod", node.addr())
             .meta("keep-group", "true")
@@ -221,9 +241,17 @@ fn metadata_is_honoured(driver: &str) {
     );
     let gw = gateway_on(&[&consul], driver, "");
     let addr = gw.ws_addr();
-    assert_eq!(upgrade_status(addr, "/capi/orders/dev"), 404, "rest ignored in websocket mode");
+    assert_eq!(
+        upgrade_status(addr, "/capi/orders/dev"),
+        404,
+        "rest ignored in websocket mode"
+    );
     assert_eq!(upgrade_status(addr, "/capi/legacy/dev"), 404, "no group: skipped");
-    assert_eq!(upgrade_status(addr, "/capi/trading/prod"), 404, "group-first route only");
+    assert_eq!(
+        upgrade_status(addr, "/capi/trading/prod"),
+        404,
+        "group-first route only"
+    );
     assert_eq!(upgrade_status(addr, "/capi/prod/trading"), 101);
     let _ = node.next_head();
 
@@ -232,7 +260,11 @@ fn metadata_is_honoured(driver: &str) {
     let head = node.next_head();
     assert_eq!(head.target, "/ws/live?x=1");
     assert_eq!(head.header("capi-group"), Some("/prices/prod"));
-    assert_eq!(head.header("host"), Some(&*node.addr().to_string()), "node Address used");
+    assert_eq!(
+        head.header("host"),
+        Some(&*node.addr().to_string()),
+        "node Address used"
+    );
 
     let mut ws2 = open(&gw, "/capi/collab/dev");
     echo(&mut ws2, "c");
@@ -262,7 +294,11 @@ fn namespace_strict_and_permissive(driver: &str) {
     consul.register(&registration("a", "a-1", "dev", node.addr()).meta("namespace", "team-a"));
     consul.register(&registration("b", "b-1", "dev", node.addr()));
     consul.register(&registration("c", "c-1", "dev", node.addr()).meta("namespace", "team-b"));
-    consul.register(&registration("d", "d-1", "dev", node.addr()).meta("capi-instance", "team-a").meta("namespace", "x"));
+    consul.register(
+        &registration("d", "d-1", "dev", node.addr())
+            .meta("capi-instance", "team-a")
+            .meta("namespace", "x"),
+    );
     for (strict, want) in [(false, [101, 101, 404, 101]), (true, [101, 404, 404, 101])] {
         let gw = gateway_on(
             &[&consul],
@@ -301,14 +337,18 @@ fn two_hosts_are_merged(driver: &str) {
 /// has seen everything and waits for the next change).
 fn wait_holding(consul: &Consul) {
     let idx = consul.index().to_string();
-    eventually("gateway holding a query at the current index", Duration::from_secs(5), || {
-        consul
-            .requests()
-            .iter()
-            .rev()
-            .find(|r| r.path == "/v1/catalog/services")
-            .is_some_and(|r| r.param("index") == Some(idx.as_str()))
-    });
+    eventually(
+        "gateway holding a query at the current index",
+        Duration::from_secs(5),
+        || {
+            consul
+                .requests()
+                .iter()
+                .rev()
+                .find(|r| r.path == "/v1/catalog/services")
+                .is_some_and(|r| r.param("index") == Some(idx.as_str()))
+        },
+    );
 }
 
 /// Registration → first successful upgrade, 20 trials; `idle`: each registration meets a
@@ -325,7 +365,10 @@ fn propagation_trials(consul: &Consul, gw: &Gateway, node: &Node, tag: &str, idl
         consul.register(&registration(&name, &format!("{name}-1"), "dev", node.addr()));
         // Polling is the measurement here (the first success is the event measured).
         while upgrade_status(gw.ws_addr(), &route) != 101 {
-            assert!(t0.elapsed() < PROPAGATION, "trial {i}: not routable within {PROPAGATION:?}");
+            assert!(
+                t0.elapsed() < PROPAGATION,
+                "trial {i}: not routable within {PROPAGATION:?}"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         samples.push(t0.elapsed());
@@ -380,7 +423,13 @@ fn acl_token_is_sent_and_required() {
     let reqs = consul.requests();
     assert!(!reqs.is_empty());
     for r in &reqs {
-        assert_eq!(r.header("X-Consul-Token"), Some("s3cret"), "{} {:?}", r.path, r.query);
+        assert_eq!(
+            r.header("X-Consul-Token"),
+            Some("s3cret"),
+            "{} {:?}",
+            r.path,
+            r.query
+        );
         assert!(r.param("token").is_none() && r.param("ns").is_none());
     }
     assert!(!gw.logs().contains("s3cret"), "the token never appears in logs");
@@ -397,7 +446,9 @@ fn acl_token_is_sent_and_required() {
     let none = consul_yaml(&Config::new(), &[(consul.endpoint(), None)], "");
     let gw = Gateway::start(&none, DRIVER, 1);
     wait_synced(&gw, 1);
-    assert!(gw.logs().contains("default policy is deny and no token is configured"));
+    assert!(gw
+        .logs()
+        .contains("default policy is deny and no token is configured"));
     assert_eq!(upgrade_status(gw.ws_addr(), "/capi/chat/dev"), 404);
 }
 
@@ -425,10 +476,26 @@ fn outages_keep_the_last_table_and_recover() {
 
     type Fault<'a> = (&'a str, Box<dyn Fn(&Consul) + 'a>, Box<dyn Fn(&Consul) + 'a>);
     let faults: Vec<Fault> = vec![
-        ("500", Box::new(|c| c.fail_next(1_000_000, 500, "No cluster leader")), Box::new(|c| c.fail_next(0, 500, ""))),
-        ("garbage", Box::new(|c| c.garbage_next(1_000_000)), Box::new(|c| c.garbage_next(0))),
-        ("no index", Box::new(|c| c.no_index_next(1_000_000)), Box::new(|c| c.no_index_next(0))),
-        ("hang", Box::new(|c| c.set_hang(true)), Box::new(|c| c.set_hang(false))),
+        (
+            "500",
+            Box::new(|c| c.fail_next(1_000_000, 500, "No cluster leader")),
+            Box::new(|c| c.fail_next(0, 500, "")),
+        ),
+        (
+            "garbage",
+            Box::new(|c| c.garbage_next(1_000_000)),
+            Box::new(|c| c.garbage_next(0)),
+        ),
+        (
+            "no index",
+            Box::new(|c| c.no_index_next(1_000_000)),
+            Box::new(|c| c.no_index_next(0)),
+        ),
+        (
+            "hang",
+            Box::new(|c| c.set_hang(true)),
+            Box::new(|c| c.set_hang(false)),
+        ),
         ("down", Box::new(|c| c.go_down()), Box::new(|c| c.come_up())),
     ];
     for (i, (what, start, stop)) in faults.iter().enumerate() {
@@ -454,7 +521,11 @@ fn outages_keep_the_last_table_and_recover() {
             let n = catalog_requests_since(&consul, t0);
             assert!(n <= 20, "500: {n} catalog requests in 2 s: back-off too weak");
         }
-        assert_eq!(upgrade_status(gw.ws_addr(), "/capi/chat/dev"), 101, "{what}: last table kept");
+        assert_eq!(
+            upgrade_status(gw.ws_addr(), "/capi/chat/dev"),
+            101,
+            "{what}: last table kept"
+        );
         assert_eq!(
             upgrade_status(gw.ws_addr(), &format!("/capi/{svc}/dev")),
             404,
@@ -464,9 +535,11 @@ fn outages_keep_the_last_table_and_recover() {
         eventually(&format!("{what}: recovered"), Duration::from_secs(10), || {
             gw.logs().matches("Consul sync recovered").count() == recovered_before + 1
         });
-        eventually(&format!("{what}: registration during the outage applied"), PROPAGATION, || {
-            upgrade_status(gw.ws_addr(), &format!("/capi/{svc}/dev")) == 101
-        });
+        eventually(
+            &format!("{what}: registration during the outage applied"),
+            PROPAGATION,
+            || upgrade_status(gw.ws_addr(), &format!("/capi/{svc}/dev")) == 101,
+        );
         assert_eq!(
             gw.logs().matches("Consul sync failing").count(),
             failing_before + 1,
@@ -493,14 +566,19 @@ fn index_going_backwards_is_handled() {
     consul.clear_requests();
     let t0 = Instant::now();
     consul.register(&registration("fresh", "fresh-1", "dev", node.addr()));
-    eventually("routable after the restore", Duration::from_millis(MAX_WAIT_MS) * 2 + PROPAGATION, || {
-        upgrade_status(gw.ws_addr(), "/capi/fresh/dev") == 101
-    });
+    eventually(
+        "routable after the restore",
+        Duration::from_millis(MAX_WAIT_MS) * 2 + PROPAGATION,
+        || upgrade_status(gw.ws_addr(), "/capi/fresh/dev") == 101,
+    );
     let reqs = consul.requests();
     let restart = reqs
         .iter()
         .position(|r| r.path == "/v1/catalog/services" && r.param("index").is_none());
-    assert!(restart.is_some(), "a fresh read (no index) after the index went backwards");
+    assert!(
+        restart.is_some(),
+        "a fresh read (no index) after the index went backwards"
+    );
     assert!(
         reqs.iter()
             .filter(|r| r.path == "/v1/catalog/services" && r.at >= t0)
@@ -512,7 +590,9 @@ fn index_going_backwards_is_handled() {
     eventually("blocking again on the new index", Duration::from_secs(3), || {
         consul.requests().iter().any(|r| {
             r.path == "/v1/catalog/services"
-                && r.param("index").and_then(|i| i.parse::<u64>().ok()).is_some_and(|i| (5..held).contains(&i))
+                && r.param("index")
+                    .and_then(|i| i.parse::<u64>().ok())
+                    .is_some_and(|i| (5..held).contains(&i))
         })
     });
 }
@@ -559,7 +639,9 @@ fn get(consul: &Consul, target: &str, headers: &[(&str, &str)]) -> (u16, Vec<(St
 }
 
 fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    h.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    h.iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 #[test]
@@ -572,7 +654,13 @@ fn double_answers_like_consul() {
     assert_eq!(status, 200);
     assert_eq!(json(&body), fixture("catalog-service-chat.json"));
     assert_eq!(header(&h, "x-consul-index"), Some("131"));
-    for name in ["Content-Type", "X-Consul-Knownleader", "X-Consul-Lastcontact", "X-Consul-Effective-Consistency", "X-Consul-Default-Acl-Policy"] {
+    for name in [
+        "Content-Type",
+        "X-Consul-Knownleader",
+        "X-Consul-Lastcontact",
+        "X-Consul-Effective-Consistency",
+        "X-Consul-Default-Acl-Policy",
+    ] {
         assert!(header(&h, name).is_some(), "{name} missing");
     }
     let (_, h, body) = get(&consul, "/v1/health/service/chat", &[]);
@@ -586,7 +674,11 @@ fn double_answers_like_consul() {
     assert_eq!(header(&h, "x-consul-index"), Some("162"));
     assert!(json(&body).get("consul").is_some());
     let (_, h, body) = get(&consul, "/v1/catalog/service/CHAT", &[]);
-    assert_eq!(json(&body).as_array().unwrap().len(), 2, "case-insensitive lookup");
+    assert_eq!(
+        json(&body).as_array().unwrap().len(),
+        2,
+        "case-insensitive lookup"
+    );
     assert_eq!(header(&h, "x-consul-index"), Some("131"));
     let (status, h, body) = get(&consul, "/v1/health/service/nope", &[]);
     assert_eq!((status, body.as_str()), (200, "[]"));
@@ -597,7 +689,10 @@ fn double_answers_like_consul() {
         ("/v1/catalog/service/", (400, "Missing service name")),
         ("/v1/catalog/services?index=x", (400, "Invalid index")),
         ("/v1/catalog/services?index=1&wait=5", (400, "Invalid wait time")),
-        ("/v1/health/service/chat?passing=maybe", (400, "Invalid value for ?passing")),
+        (
+            "/v1/health/service/chat?passing=maybe",
+            (400, "Invalid value for ?passing"),
+        ),
         ("/v1/agent/self", (404, "")),
     ] {
         let (status, _, body) = get(&consul, target, &[]);
@@ -615,7 +710,9 @@ fn double_answers_like_consul() {
     let waiter = std::thread::spawn({
         let endpoint = consul.endpoint();
         move || {
-            let resp = ureq::get(&format!("{endpoint}/v1/health/service/chat?index=175&wait=10s")).call().unwrap();
+            let resp = ureq::get(&format!("{endpoint}/v1/health/service/chat?index=175&wait=10s"))
+                .call()
+                .unwrap();
             resp.header("X-Consul-Index").unwrap().to_owned()
         }
     });
@@ -624,7 +721,11 @@ fn double_answers_like_consul() {
     let idx: u64 = waiter.join().unwrap().parse().unwrap();
     assert!(idx > 175 && t0.elapsed() < Duration::from_secs(5));
     let (_, h, _) = get(&consul, "/v1/catalog/services", &[]);
-    assert_eq!(header(&h, "x-consul-index"), Some("162"), "check changes do not move the catalog index");
+    assert_eq!(
+        header(&h, "x-consul-index"),
+        Some("162"),
+        "check changes do not move the catalog index"
+    );
 
     // ACL: unknown token 403, known token via either header, anonymous filtered.
     consul.require_tokens(&["t1"]);

@@ -21,7 +21,10 @@ pub fn fixtures_dir() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let candidates = [
         std::env::var_os("CAPI_WS_CONSUL_FIXTURES").map(PathBuf::from),
-        Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/consul/fixtures"))),
+        Some(PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/consul/fixtures"
+        ))),
         Some(manifest.join("../../shared/consul/fixtures")),
     ];
     candidates
@@ -64,7 +67,10 @@ impl Recorded {
     }
 
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -90,7 +96,10 @@ pub fn registration(name: &str, id: &str, group: &str, addr: SocketAddr) -> Regi
         node_address: addr.ip().to_string(),
         address: addr.ip().to_string(),
         port: addr.port(),
-        meta: vec![("group".into(), group.into()), ("type".into(), "websocket".into())],
+        meta: vec![
+            ("group".into(), group.into()),
+            ("type".into(), "websocket".into()),
+        ],
         status: "passing".into(),
     }
 }
@@ -171,9 +180,15 @@ impl Inst {
     /// Highest index in the element (README: the suggested static index).
     fn max_index(&self) -> u64 {
         let idx = |v: &Value| {
-            v["CreateIndex"].as_u64().unwrap_or(0).max(v["ModifyIndex"].as_u64().unwrap_or(0))
+            v["CreateIndex"]
+                .as_u64()
+                .unwrap_or(0)
+                .max(v["ModifyIndex"].as_u64().unwrap_or(0))
         };
-        self.checks.iter().map(idx).fold(idx(&self.node).max(idx(&self.service)), u64::max)
+        self.checks
+            .iter()
+            .map(idx)
+            .fold(idx(&self.node).max(idx(&self.service)), u64::max)
     }
 }
 
@@ -194,7 +209,10 @@ fn inst_from_catalog(c: &Value) -> Inst {
                      "Datacenter": c["Datacenter"], "TaggedAddresses": c["TaggedAddresses"],
                      "Meta": c["NodeMeta"], "CreateIndex": c["CreateIndex"], "ModifyIndex": c["ModifyIndex"]}),
         service,
-        checks: vec![serf_check(c["Node"].as_str().unwrap_or_default(), c["CreateIndex"].as_u64().unwrap_or(1))],
+        checks: vec![serf_check(
+            c["Node"].as_str().unwrap_or_default(),
+            c["CreateIndex"].as_u64().unwrap_or(1),
+        )],
     }
 }
 
@@ -245,8 +263,14 @@ impl State {
     fn endpoint_index(&self, ep: &Endpoint) -> u64 {
         let idx = match ep {
             Endpoint::Services => self.catalog_index,
-            Endpoint::Catalog(n) => *self.reg_index.get(&n.to_lowercase()).unwrap_or(&self.catalog_index),
-            Endpoint::Health(n) => *self.health_index.get(&n.to_lowercase()).unwrap_or(&self.catalog_index),
+            Endpoint::Catalog(n) => *self
+                .reg_index
+                .get(&n.to_lowercase())
+                .unwrap_or(&self.catalog_index),
+            Endpoint::Health(n) => *self
+                .health_index
+                .get(&n.to_lowercase())
+                .unwrap_or(&self.catalog_index),
         };
         idx.max(1)
     }
@@ -620,7 +644,11 @@ fn serve_conn(mut stream: TcpStream, shared: Arc<Shared>, epoch: u64) {
             match stream.read(&mut chunk) {
                 Ok(0) => return,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
                 Err(_) => return,
             }
         };
@@ -628,7 +656,8 @@ fn serve_conn(mut stream: TcpStream, shared: Arc<Shared>, epoch: u64) {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
         if !matches!(req.parse(&head), Ok(httparse::Status::Complete(_))) {
-            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = stream
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             return;
         }
         let target = req.path.unwrap_or("/").to_owned();
@@ -644,7 +673,9 @@ fn serve_conn(mut stream: TcpStream, shared: Arc<Shared>, epoch: u64) {
                 .collect(),
             at: Instant::now(),
         };
-        let close = rec.header("Connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let close = rec
+            .header("Connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
         match answer(&shared, rec, epoch) {
             Some(bytes) => {
                 if stream.write_all(&bytes).is_err() {
@@ -707,13 +738,17 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
         return None;
     }
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_len == 0 {
             return None;
         }
         let n: f64 = rest[..num_len].parse().ok()?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -745,7 +780,12 @@ fn answer(shared: &Shared, rec: Recorded, epoch: u64) -> Option<Vec<u8>> {
         return Some(text(200, "OK", "", "Allow: GET, OPTIONS\r\n"));
     }
     if rec.method != "GET" {
-        return Some(text(405, "Method Not Allowed", "method not allowed", "Allow: GET, OPTIONS\r\n"));
+        return Some(text(
+            405,
+            "Method Not Allowed",
+            "method not allowed",
+            "Allow: GET, OPTIONS\r\n",
+        ));
     }
     if let Some((n, status, body)) = st.faults.fail.take() {
         if n > 1 {
@@ -771,7 +811,12 @@ fn answer(shared: &Shared, rec: Recorded, epoch: u64) -> Option<Vec<u8>> {
         ));
     }
     if rec.param("filter").is_some() {
-        return Some(text(400, "Bad Request", "filter is not supported by this double (do not rely on it)", ""));
+        return Some(text(
+            400,
+            "Bad Request",
+            "filter is not supported by this double (do not rely on it)",
+            "",
+        ));
     }
     let endpoint = if rec.path == "/v1/catalog/services" {
         Endpoint::Services
@@ -885,7 +930,11 @@ fn answer(shared: &Shared, rec: Recorded, epoch: u64) -> Option<Vec<u8>> {
             Value::Object(map)
         }
         Endpoint::Catalog(n) | Endpoint::Health(n) => {
-            let list = if anonymous { None } else { st.services.get(&n.to_lowercase()) };
+            let list = if anonymous {
+                None
+            } else {
+                st.services.get(&n.to_lowercase())
+            };
             let health = matches!(endpoint, Endpoint::Health(_));
             Value::Array(
                 list.into_iter()
@@ -897,7 +946,10 @@ fn answer(shared: &Shared, rec: Recorded, epoch: u64) -> Option<Vec<u8>> {
         }
     };
     let mut body = body.to_string();
-    let mut index_header = format!("X-Consul-Index: {}\r\n", if st.faults.index_zero { 0 } else { reported });
+    let mut index_header = format!(
+        "X-Consul-Index: {}\r\n",
+        if st.faults.index_zero { 0 } else { reported }
+    );
     if st.faults.garbage > 0 {
         st.faults.garbage -= 1;
         body = "{\"not json".to_owned();
@@ -919,7 +971,11 @@ fn answer(shared: &Shared, rec: Recorded, epoch: u64) -> Option<Vec<u8>> {
         "leader"
     };
     let policy = if st.acl.is_some() { "deny" } else { "allow" };
-    let backend = if st.faults.streaming { "streaming" } else { "blocking-query" };
+    let backend = if st.faults.streaming {
+        "streaming"
+    } else {
+        "blocking-query"
+    };
     Some(
         format!(
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nVary: Accept-Encoding\r\n\
