@@ -29,6 +29,7 @@
 pub mod api;
 #[cfg(test)]
 mod fixture_tests;
+mod pace;
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -38,16 +39,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub use pace::{Backoff, Pace, BACKOFF_START, PACE_BURST, PACE_REFILL};
+
 use super::Control;
 use crate::config::consul::{ConsulHost, ConsulSettings};
 use crate::snapshot::Instance;
 
-/// Pacing bucket size: a burst of changes passes without delay.
-pub const PACE_BURST: u32 = 5;
-/// One pacing token comes back this often (steady state ≤ 5 catalog requests/s per host).
-pub const PACE_REFILL: Duration = Duration::from_millis(200);
-/// First back-off after an error; doubles up to `retry-max-ms`.
-pub const BACKOFF_START: Duration = Duration::from_millis(100);
 /// TCP connect timeout to Consul (an agent is local or near).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Added to W + W/16 for the blocking read timeout, so a healthy hold never times out.
@@ -86,70 +83,6 @@ pub fn start(control: &Arc<Control>) -> Vec<JoinHandle<()>> {
         "Consul discovery started"
     );
     threads
-}
-
-/// Token bucket in front of every catalog request (README §5 step 2).
-#[derive(Debug)]
-pub struct Pace {
-    tokens: u32,
-    last: Instant,
-}
-
-impl Pace {
-    pub fn new(now: Instant) -> Pace {
-        Pace {
-            tokens: PACE_BURST,
-            last: now,
-        }
-    }
-
-    /// Take a token at `now`: `None` when one was available, else how long to wait first.
-    pub fn take(&mut self, now: Instant) -> Option<Duration> {
-        let earned = (now.saturating_duration_since(self.last).as_millis() / PACE_REFILL.as_millis()) as u32;
-        if earned > 0 {
-            self.tokens = (self.tokens + earned).min(PACE_BURST);
-            self.last += PACE_REFILL * earned;
-        }
-        if self.tokens > 0 {
-            self.tokens -= 1;
-            return None;
-        }
-        Some((self.last + PACE_REFILL).saturating_duration_since(now))
-    }
-}
-
-/// Exponential back-off with jitter: the n-th delay is uniform in [d/2, d], d = start·2ⁿ ≤ cap.
-#[derive(Debug)]
-pub struct Backoff {
-    next: Duration,
-    cap: Duration,
-    rng: u64,
-}
-
-impl Backoff {
-    pub fn new(cap: Duration, seed: u64) -> Backoff {
-        Backoff {
-            next: BACKOFF_START.min(cap),
-            cap,
-            rng: seed | 1,
-        }
-    }
-
-    pub fn reset(&mut self) {
-        self.next = BACKOFF_START.min(self.cap);
-    }
-
-    pub fn delay(&mut self) -> Duration {
-        // xorshift64: good enough to spread retries, no dependency needed.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let d = self.next;
-        let half = d / 2;
-        let spread = half.as_millis().max(1) as u64;
-        self.next = (self.next * 2).min(self.cap);
-        half + Duration::from_millis(self.rng % (spread + 1))
-    }
 }
 
 /// The blocking `wait` for the next catalog request: until the next health refresh (scaled by
@@ -447,42 +380,90 @@ impl HostSync {
 mod tests {
     use super::*;
 
-    #[test]
-    fn pace_allows_a_burst_then_paces() {
-        let t0 = Instant::now();
-        let mut p = Pace::new(t0);
-        for i in 0..PACE_BURST {
-            assert_eq!(p.take(t0), None, "burst token {i}");
-        }
-        let wait = p.take(t0).expect("bucket empty");
-        assert!(wait > Duration::ZERO && wait <= PACE_REFILL);
-        assert_eq!(p.take(t0 + PACE_REFILL), None, "one token back after one refill");
-        assert!(p.take(t0 + PACE_REFILL).is_some());
-        // A long calm period refills the bucket, never beyond the burst.
-        let later = t0 + PACE_REFILL * 100;
-        for _ in 0..PACE_BURST {
-            assert_eq!(p.take(later), None);
-        }
-        assert!(p.take(later).is_some());
+    /// A canned Consul on 127.0.0.1:0: every request gets the answer for its path (keep-alive),
+    /// `X-Consul-Index: 7`. Returns the endpoint.
+    fn canned_consul(health: &'static str) -> String {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut stream = stream;
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 2048];
+                    while let Ok(n) = stream.read(&mut chunk) {
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                            buf.drain(..end + 4);
+                            let body = if head.starts_with("GET /v1/catalog/services") {
+                                r#"{"consul":[],"chat":[]}"#
+                            } else {
+                                health
+                            };
+                            let answer = format!(
+                                "HTTP/1.1 200 OK\r\nX-Consul-Index: 7\r\nContent-Length: {}\r\n\r\n{body}",
+                                body.len()
+                            );
+                            if stream.write_all(answer.as_bytes()).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        endpoint
     }
 
     #[test]
-    fn backoff_doubles_with_jitter_up_to_the_cap() {
-        let cap = Duration::from_millis(1000);
-        let mut b = Backoff::new(cap, 42);
-        let mut nominal = BACKOFF_START;
-        for step in 0..10 {
-            let d = b.delay();
-            assert!(
-                d >= nominal / 2 && d <= nominal,
-                "step {step}: {d:?} vs {nominal:?}"
-            );
-            nominal = (nominal * 2).min(cap);
+    fn first_sync_publishes_counts_and_makes_consul_ready() {
+        // After the first catalog + health read of the only host: the instance is published
+        // (healthy, node address fallback), the sync counted, the index recorded, Consul ready.
+        let health = r#"[{"Node":{"Node":"n1","Address":"127.0.0.1"},
+            "Service":{"ID":"chat-1","Service":"chat","Address":"","Port":9,"Meta":{"group":"dev","type":"websocket"}},
+            "Checks":[{"CheckID":"serfHealth","Status":"passing"}]}]"#;
+        let settings = crate::config::Settings {
+            consul: ConsulSettings {
+                enabled: true,
+                hosts: vec![ConsulHost {
+                    endpoint: canned_consul(health),
+                    token: None,
+                }],
+                interval_ms: 60_000,
+                max_wait_ms: 200,
+                retry_max_ms: 100,
+            },
+            ..crate::config::Settings::default()
+        };
+        let control = Control::new(settings, 1);
+        let threads = start(&control);
+        assert_eq!(threads.len(), 1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !control.readiness.consul.load(Ordering::Acquire) {
+            assert!(Instant::now() < deadline, "Consul never became ready");
+            std::thread::sleep(Duration::from_millis(5));
         }
-        b.reset();
-        assert!(b.delay() <= BACKOFF_START);
-        let mut tiny = Backoff::new(Duration::from_millis(10), 7);
-        assert!(tiny.delay() <= Duration::from_millis(10));
+        let snap = control.published.load();
+        let svc = snap.lookup("/chat/dev").expect("published");
+        assert_eq!(svc.nodes.len(), 1);
+        assert_eq!(svc.nodes[0].host_port, "127.0.0.1:9");
+        assert!(svc.nodes[0].healthy);
+        let m = &control.metrics.control;
+        assert!(m.consul_sync_ok.load(Ordering::Relaxed) >= 1);
+        assert_eq!(m.consul_last_index.load(Ordering::Relaxed), 7);
+        assert_eq!(m.consul_sync_error.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn disabled_discovery_starts_nothing_and_stays_ready() {
+        let control = Control::new(crate::config::Settings::default(), 1);
+        assert!(start(&control).is_empty());
+        assert!(control.readiness.consul.load(Ordering::Acquire));
     }
 
     #[test]
