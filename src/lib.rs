@@ -88,6 +88,7 @@ pub fn serve_with(
             return 1;
         }
     };
+    let _consul_threads = control::consul::start(&control);
     let settings = control.settings();
     let workers = match data::worker::start_workers(&settings, &control, driver) {
         Ok(w) => w,

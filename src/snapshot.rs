@@ -27,7 +27,7 @@ impl NodeSource {
 }
 
 /// One instance as discovered (static config entry or Consul catalog entry), before grouping.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instance {
     /// Consul `ServiceID` (static: `<name>-<index>`); orders instances deterministically.
     pub id: String,

@@ -44,8 +44,16 @@ pub mod keys {
     pub const OAUTH2_EXPIRY_GRACE_MS: &str = "capi.oauth2.expiry-grace-ms";
     pub const OAUTH2_TOKEN_CACHE_SIZE: &str = "capi.oauth2.token-cache-size";
 
+    // Consul discovery (issue 5; read by `config/consul.rs`).
+    pub const CONSUL_HOSTS: &str = "capi.consul.hosts";
+    pub const CONSUL_TOKEN: &str = "capi.consul.token";
+    pub const CONSUL_ENABLED: &str = "capi.consul.discovery.enabled";
+    pub const CONSUL_INTERVAL: &str = "capi.consul.discovery.timer.interval";
+    pub const CONSUL_MAX_WAIT_MS: &str = "capi.consul.discovery.max-wait-ms";
+    pub const CONSUL_RETRY_MAX_MS: &str = "capi.consul.discovery.retry-max-ms";
+
     /// Every key above, in the order `capi-ws check` prints them.
-    pub const ALL: [&str; 31] = [
+    pub const ALL: [&str; 37] = [
         MODE,
         NAMESPACE,
         STRICT,
@@ -79,6 +87,13 @@ pub mod keys {
         OAUTH2_CLOSE_ON_EXPIRY,
         OAUTH2_EXPIRY_GRACE_MS,
         OAUTH2_TOKEN_CACHE_SIZE,
+        // Consul discovery (issue 5)
+        CONSUL_HOSTS,
+        CONSUL_TOKEN,
+        CONSUL_ENABLED,
+        CONSUL_INTERVAL,
+        CONSUL_MAX_WAIT_MS,
+        CONSUL_RETRY_MAX_MS,
     ];
 }
 
@@ -634,7 +649,7 @@ server:
 capi:
   websocket.server.port: 1
   consul:
-    hosts: [a, b]
+    kv: {enabled: false}
   oauth2: {realm: x}
 spring.main.banner: x
 ";
@@ -643,7 +658,7 @@ spring.main.banner: x
         assert_eq!(
             f.unknown_keys,
             vec![
-                "capi.consul.hosts",
+                "capi.consul.kv.enabled",
                 "capi.oauth2.realm",
                 "server.port",
                 "spring.main.banner"

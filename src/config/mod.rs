@@ -3,6 +3,7 @@
 //! tolerated and listed; wrong types or values of used keys are errors naming the key (exit 2).
 //! Runs once at startup (or on `check`), never on a worker thread.
 
+pub mod consul;
 pub mod file;
 pub mod oauth2;
 pub mod ops;

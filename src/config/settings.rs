@@ -101,6 +101,8 @@ pub struct Settings {
     pub unknown_keys: Vec<String>,
     /// Operations keys (issue 6): admin address, max-connections, trusted proxies, CORS headers.
     pub ops: super::ops::OpsSettings,
+    /// `capi.consul.*` (Consul discovery, DESIGN §7).
+    pub consul: super::consul::ConsulSettings,
 }
 
 impl Default for Settings {
@@ -130,6 +132,7 @@ impl Default for Settings {
             oauth2: super::OAuth2Settings::default(),
             unknown_keys: Vec::new(),
             ops: super::ops::OpsSettings::default(),
+            consul: super::consul::ConsulSettings::default(),
         }
     }
 }
@@ -346,6 +349,7 @@ impl Settings {
         }
         s.ops = super::ops::OpsSettings::from_file(file, env, &mut v.problems);
         s.oauth2 = super::OAuth2Settings::from_file(file, env, &mut unknown, &mut v.problems);
+        s.consul = super::consul::ConsulSettings::from_file(file, env, &mut unknown, &mut v.problems);
 
         unknown.sort();
         s.unknown_keys = unknown;
@@ -603,6 +607,7 @@ impl fmt::Display for Settings {
         writeln!(f, "{}: {}", keys::ADMIN_PORT, port_text(self.admin_port))?;
         self.ops.write_lines(f)?;
         write!(f, "{}", self.oauth2)?;
+        self.consul.write_lines(f)?;
         writeln!(f, "--driver: {}", self.driver.as_str())?;
         writeln!(f, "--log-level: {}", self.log_level)?;
         writeln!(f, "--log-format: {}", self.log_format.as_str())?;
@@ -784,8 +789,8 @@ mod tests {
             }),
             (
                 "unknown_listed",
-                "capi: {consul: {hosts: [a]}, oauth2: {realm: c}}\nserver.port: 1",
-                |s| s.unknown_keys == ["capi.consul.hosts", "capi.oauth2.realm", "server.port"],
+                "capi: {consul: {kv: {enabled: false}}, oauth2: {realm: c}}\nserver.port: 1",
+                |s| s.unknown_keys == ["capi.consul.kv.enabled", "capi.oauth2.realm", "server.port"],
             ),
         ];
         for (name, text, check) in cases {

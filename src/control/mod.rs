@@ -5,6 +5,7 @@
 #![allow(clippy::disallowed_types)] // locks are allowed on the control plane (not per connection)
 
 pub mod admin;
+pub mod consul;
 pub mod exposition;
 pub mod jwks;
 pub mod signals;

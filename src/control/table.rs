@@ -115,6 +115,13 @@ fn build_service(
 ) -> Service {
     let first = &insts[0];
     let mut reasons: Vec<String> = Vec::new();
+    // The route takes exactly two path segments (CAPI-META "Websocket request handling"): a
+    // name or group that is not one clean segment could never be matched.
+    for (what, v) in [("name", &name), ("group", &group)] {
+        if v.contains(['/', '?', '#', '%']) || v.contains(|c: char| c.is_whitespace() || c.is_control()) {
+            reasons.push(format!("{what} {v:?} is not a single path segment"));
+        }
+    }
 
     // secured: any instance saying so wins; a value that is not a boolean fails closed.
     let mut secured = false;
@@ -658,6 +665,25 @@ mod tests {
         );
         let u = snap.lookup("/u/g").unwrap();
         assert!(u.routable && !u.has_usable_node());
+    }
+
+    #[test]
+    fn names_and_groups_must_be_one_segment() {
+        let cases: &[(&str, &str, &str, bool)] = &[
+            ("plain", "chat", "dev", true),
+            ("slash_in_group", "chat", "a/b", false),
+            ("space_in_group", "chat", "a b", false),
+            ("percent_in_name", "c%2Fd", "dev", false),
+            ("dots_and_dashes", "chat.v2-x", "dev_1", true),
+        ];
+        for (case, name, group, routable) in cases {
+            let snap = build(
+                &Settings::default(),
+                vec![inst("i-1", name, "10.0.0.1", 1, &[("group", group), WS])],
+            );
+            assert_eq!(snap.services.len(), 1, "case {case}");
+            assert_eq!(snap.services[0].routable, *routable, "case {case}");
+        }
     }
 
     #[test]

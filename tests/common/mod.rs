@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod config;
+pub mod consul;
 pub mod gateway;
 pub mod jwks;
 pub mod nodes;
