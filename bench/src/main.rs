@@ -218,11 +218,12 @@ fn suite_cmd(a: SuiteArgs) -> anyhow::Result<ExitCode> {
         for f in &failures {
             eprintln!("bench-smoke: FAIL {f}");
         }
-        let _ = fs::remove_dir_all(&run_dir);
         if failures.is_empty() {
+            let _ = fs::remove_dir_all(&run_dir);
             eprintln!("bench-smoke: ok (no errors, every byte echoed)");
             return Ok(ExitCode::SUCCESS);
         }
+        eprintln!("bench-smoke: logs kept in {}", run_dir.display());
         return Ok(ExitCode::from(1));
     }
     fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
@@ -245,7 +246,16 @@ fn suite_cmd(a: SuiteArgs) -> anyhow::Result<ExitCode> {
         svg_path.display(),
         a.results_md.display()
     );
-    let _ = fs::remove_dir_all(&run_dir);
+    let failed = res
+        .cells
+        .values()
+        .flat_map(|m| m.values())
+        .any(|c| c.skipped.as_deref().is_some_and(|s| s.starts_with("failed")));
+    if failed {
+        eprintln!("bench: some cells failed; logs kept in {}", run_dir.display());
+    } else {
+        let _ = fs::remove_dir_all(&run_dir);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

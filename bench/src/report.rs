@@ -3,7 +3,7 @@
 //! written between markers in RESULTS.md, so hand-written analysis around it survives), and an
 //! SVG bar chart of the ratios written as plain text.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
@@ -278,7 +278,7 @@ pub fn markdown(plan: &Plan, res: &Results, env: &Value) -> String {
         md.push_str("---:|");
     }
     md.push_str("---:|---|---|\n");
-    let mut notes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut notes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for m in metrics() {
         let _ = write!(
             md,
@@ -288,7 +288,7 @@ pub fn markdown(plan: &Plan, res: &Results, env: &Value) -> String {
             if m.higher_better { " ↑" } else { " ↓" }
         );
         for t in COLUMNS {
-            if !m.row.targets().contains(&t) {
+            if !m.row.targets().contains(&t) || !plan.targets.contains(&t) {
                 md.push_str(" |");
                 continue;
             }
@@ -296,6 +296,8 @@ pub fn markdown(plan: &Plan, res: &Results, env: &Value) -> String {
                 Ok(v) => {
                     let _ = write!(md, " {} |", fmt_value(v, m.unit));
                 }
+                Err(_) if t == TargetId::Direct && m.row == Row::Idle => md.push_str(" — |"),
+                Err(_) if t == TargetId::Direct && m.row == Row::Idle => md.push_str(" — |"),
                 Err(why) => {
                     let short = if why.starts_with("failed") {
                         "failed"
@@ -305,7 +307,7 @@ pub fn markdown(plan: &Plan, res: &Results, env: &Value) -> String {
                     notes
                         .entry(why)
                         .or_default()
-                        .push(format!("{} / {}", m.row.name(), t.name()));
+                        .insert(format!("{} / {}", m.row.name(), t.name()));
                     let _ = write!(md, " {short} |");
                 }
             }
@@ -344,8 +346,7 @@ pub fn markdown(plan: &Plan, res: &Results, env: &Value) -> String {
     if !notes.is_empty() {
         md.push_str("\nNot measured:\n");
         for (why, cells) in notes {
-            let mut cells = cells;
-            cells.dedup();
+            let cells: Vec<String> = cells.into_iter().collect();
             let _ = writeln!(md, "* {why}: {}", cells.join(", "));
         }
     }

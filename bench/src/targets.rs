@@ -235,7 +235,8 @@ pub fn start(id: TargetId, env: &Env) -> anyhow::Result<Running> {
                 "--driver",
                 driver,
             ]);
-            cmd.args(["--workers", &env.workers.to_string(), "--log-level", "warn"]);
+            // Default log level (info): the access log is at debug, so nothing per connection.
+            cmd.args(["--workers", &env.workers.to_string()]);
             spawn_with_line(cmd, id.name(), &env.run_dir, "listening ws=")?
         }
         TargetId::Nginx | TargetId::NginxTuned => {
