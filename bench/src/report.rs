@@ -279,7 +279,7 @@ pub fn markdown(plan: &Plan, res: &Results, env: &Value) -> String {
     }
     md.push_str("---:|---|---|\n");
     let mut notes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for m in metrics() {
+    for m in metrics().into_iter().filter(|m| plan.rows.contains(&m.row)) {
         let _ = write!(
             md,
             "| {} | {}{} |",
@@ -678,7 +678,7 @@ mod tests {
         let plan = Plan::for_mode("quick").unwrap();
         let md = markdown(&plan, &res, &json!({"commit": "abc"}));
         let line = md.lines().find(|l| l.starts_with("| echo 64 B (256")).unwrap();
-        assert!(line.contains("| 110.0 |"), "median of direct: {line}");
+        assert!(line.contains("| 110 |"), "median of direct: {line}");
         assert!(line.contains("0.55"), "io_uring ÷ direct: {line}");
         assert!(line.contains("2.00× nginx"), "vs nginx: {line}");
         let svg = svg(&res, "t");

@@ -20,6 +20,9 @@ use anyhow::{anyhow, bail, Context};
 const NGINX_CONF: &str = include_str!("../peers/nginx.conf");
 const HAPROXY_CFG: &str = include_str!("../peers/haproxy.cfg");
 const HAPROXY_JWT_RULES: &str = include_str!("../peers/haproxy-jwt.rules");
+/// The tuned nginx variant: 64 KiB relay buffers (busy/proxy buffers sized to satisfy nginx's
+/// consistency checks; with buffering off only `proxy_buffer_size` is used for the relay).
+const NGINX_TUNING: &str = "proxy_buffer_size 64k; proxy_buffers 4 64k; proxy_busy_buffers_size 128k;";
 const CAPI_WS_YAML: &str = include_str!("../peers/capi-ws.yaml");
 
 /// How long a target may take to listen.
@@ -242,7 +245,7 @@ pub fn start(id: TargetId, env: &Env) -> anyhow::Result<Running> {
         TargetId::Nginx | TargetId::NginxTuned => {
             let port = free_port()?;
             let tuning = if id == TargetId::NginxTuned {
-                "proxy_buffer_size 64k;"
+                NGINX_TUNING
             } else {
                 ""
             };
@@ -533,7 +536,8 @@ mod tests {
 
     #[test]
     fn templates_render_every_placeholder() {
-        let cases: &[(&str, &str, Vec<(&str, String)>)] = &[
+        type Case<'a> = (&'a str, &'a str, Vec<(&'a str, String)>);
+        let cases: &[Case] = &[
             (
                 "nginx",
                 NGINX_CONF,

@@ -285,7 +285,10 @@ mod tests {
     }
 
     /// Feed `stream` in chunks of `chunk` bytes; collect (data bytes, ends).
-    fn decode(stream: &[u8], chunk: usize) -> Result<(Vec<u8>, Vec<(u8, u64)>), WireError> {
+    /// Payload bytes of data messages, and (opcode, length) of every end.
+    type Decoded = (Vec<u8>, Vec<(u8, u64)>);
+
+    fn decode(stream: &[u8], chunk: usize) -> Result<Decoded, WireError> {
         let mut d = Decoder::default();
         let (mut data, mut ends) = (Vec::new(), Vec::new());
         for c in stream.chunks(chunk) {
