@@ -63,123 +63,190 @@ fn none(_: &Sample) -> Option<f64> {
     None
 }
 
+fn cpu(s: &Sample) -> Option<f64> {
+    s.cpu_us_per_op
+}
+
+type Getter = fn(&Sample) -> Option<f64>;
+
+/// Every reported figure, in table order: (row, label, unit, higher is better, charted, getter).
+const METRICS: &[(Row, &str, &str, bool, bool, Getter)] = &[
+    (
+        Row::HandshakeOpen,
+        "handshake, open service (c=64)",
+        "handshakes/s",
+        true,
+        true,
+        rate,
+    ),
+    (Row::HandshakeOpen, "handshake p50", "ms", false, false, p50_ms),
+    (Row::HandshakeOpen, "handshake p99", "ms", false, true, p99_ms),
+    (
+        Row::HandshakeOpen,
+        "handshake: target CPU per handshake",
+        "µs CPU",
+        false,
+        true,
+        cpu,
+    ),
+    (
+        Row::HandshakeJwtHit,
+        "handshake, JWT reused (cache hit)",
+        "handshakes/s",
+        true,
+        true,
+        rate,
+    ),
+    (
+        Row::HandshakeJwtHit,
+        "handshake JWT hit p99",
+        "ms",
+        false,
+        false,
+        p99_ms,
+    ),
+    (
+        Row::HandshakeJwtHit,
+        "JWT hit: target CPU per handshake",
+        "µs CPU",
+        false,
+        false,
+        cpu,
+    ),
+    (
+        Row::HandshakeJwtMiss,
+        "handshake, JWT per connection (miss)",
+        "handshakes/s",
+        true,
+        true,
+        rate,
+    ),
+    (
+        Row::HandshakeJwtMiss,
+        "handshake JWT miss p99",
+        "ms",
+        false,
+        false,
+        p99_ms,
+    ),
+    (
+        Row::HandshakeJwtMiss,
+        "JWT miss: target CPU per handshake",
+        "µs CPU",
+        false,
+        false,
+        cpu,
+    ),
+    (Row::Echo64, "echo 64 B (256 conns)", "msg/s", true, true, rate),
+    (Row::Echo64, "echo 64 B p50", "µs", false, false, p50_us),
+    (Row::Echo64, "echo 64 B p99", "µs", false, true, p99_us),
+    (Row::Echo64, "echo 64 B p99.9", "µs", false, false, p999_us),
+    (
+        Row::Echo64,
+        "echo 64 B: target CPU per message",
+        "µs CPU",
+        false,
+        true,
+        cpu,
+    ),
+    (Row::Echo4k, "echo 4 KiB (256 conns)", "msg/s", true, true, rate),
+    (Row::Echo4k, "echo 4 KiB p50", "µs", false, false, p50_us),
+    (Row::Echo4k, "echo 4 KiB p99", "µs", false, true, p99_us),
+    (Row::Echo4k, "echo 4 KiB p99.9", "µs", false, false, p999_us),
+    (
+        Row::Echo4k,
+        "echo 4 KiB: target CPU per message",
+        "µs CPU",
+        false,
+        true,
+        cpu,
+    ),
+    (
+        Row::Bulk64k,
+        "bulk 64 KiB (16 conns, 4 in flight)",
+        "MB/s",
+        true,
+        true,
+        rate,
+    ),
+    (
+        Row::Bulk64k,
+        "bulk 64 KiB: target CPU per MB",
+        "µs CPU",
+        false,
+        true,
+        cpu,
+    ),
+    (
+        Row::Bulk1m,
+        "bulk 1 MiB (16 conns, 4 in flight)",
+        "MB/s",
+        true,
+        true,
+        rate,
+    ),
+    (
+        Row::Bulk1m,
+        "bulk 1 MiB: target CPU per MB",
+        "µs CPU",
+        false,
+        true,
+        cpu,
+    ),
+    (
+        Row::Idle,
+        "idle: RSS per relayed connection",
+        "bytes",
+        false,
+        true,
+        rss,
+    ),
+    (
+        Row::Idle,
+        "idle: descriptors per connection",
+        "fds",
+        false,
+        false,
+        fds,
+    ),
+    (
+        Row::Idle,
+        "idle: iou-wrk kernel threads",
+        "threads",
+        false,
+        false,
+        iou,
+    ),
+    (
+        Row::Idle,
+        "idle: kernel TCP memory per connection (system-wide)",
+        "bytes",
+        false,
+        false,
+        kmem,
+    ),
+    (
+        Row::Discovery,
+        "discovery: registration → first connection",
+        "ms",
+        false,
+        false,
+        none,
+    ),
+];
+
 pub fn metrics() -> Vec<Metric> {
-    let m = |row, label, unit, higher_better, charted, get| Metric {
-        row,
-        label,
-        unit,
-        higher_better,
-        charted,
-        get,
-    };
-    vec![
-        m(
-            Row::HandshakeOpen,
-            "handshake, open service (c=64)",
-            "handshakes/s",
-            true,
-            true,
-            rate as fn(&Sample) -> _,
-        ),
-        m(Row::HandshakeOpen, "handshake p50", "ms", false, false, p50_ms),
-        m(Row::HandshakeOpen, "handshake p99", "ms", false, true, p99_ms),
-        m(
-            Row::HandshakeJwtHit,
-            "handshake, JWT reused (cache hit)",
-            "handshakes/s",
-            true,
-            true,
-            rate,
-        ),
-        m(
-            Row::HandshakeJwtHit,
-            "handshake JWT hit p99",
-            "ms",
-            false,
-            false,
-            p99_ms,
-        ),
-        m(
-            Row::HandshakeJwtMiss,
-            "handshake, JWT per connection (miss)",
-            "handshakes/s",
-            true,
-            true,
-            rate,
-        ),
-        m(
-            Row::HandshakeJwtMiss,
-            "handshake JWT miss p99",
-            "ms",
-            false,
-            false,
-            p99_ms,
-        ),
-        m(Row::Echo64, "echo 64 B (256 conns)", "msg/s", true, true, rate),
-        m(Row::Echo64, "echo 64 B p50", "µs", false, false, p50_us),
-        m(Row::Echo64, "echo 64 B p99", "µs", false, true, p99_us),
-        m(Row::Echo64, "echo 64 B p99.9", "µs", false, false, p999_us),
-        m(Row::Echo4k, "echo 4 KiB (256 conns)", "msg/s", true, true, rate),
-        m(Row::Echo4k, "echo 4 KiB p50", "µs", false, false, p50_us),
-        m(Row::Echo4k, "echo 4 KiB p99", "µs", false, true, p99_us),
-        m(Row::Echo4k, "echo 4 KiB p99.9", "µs", false, false, p999_us),
-        m(
-            Row::Bulk64k,
-            "bulk 64 KiB (16 conns, 4 in flight)",
-            "MB/s",
-            true,
-            true,
-            rate,
-        ),
-        m(
-            Row::Bulk1m,
-            "bulk 1 MiB (16 conns, 4 in flight)",
-            "MB/s",
-            true,
-            true,
-            rate,
-        ),
-        m(
-            Row::Idle,
-            "idle: RSS per relayed connection",
-            "bytes",
-            false,
-            true,
-            rss,
-        ),
-        m(
-            Row::Idle,
-            "idle: descriptors per connection",
-            "fds",
-            false,
-            false,
-            fds,
-        ),
-        m(
-            Row::Idle,
-            "idle: iou-wrk kernel threads",
-            "threads",
-            false,
-            false,
-            iou,
-        ),
-        m(
-            Row::Idle,
-            "idle: kernel TCP memory per connection (system-wide)",
-            "bytes",
-            false,
-            false,
-            kmem,
-        ),
-        m(
-            Row::Discovery,
-            "discovery: registration → first connection",
-            "ms",
-            false,
-            false,
-            none,
-        ),
-    ]
+    METRICS
+        .iter()
+        .map(|&(row, label, unit, higher_better, charted, get)| Metric {
+            row,
+            label,
+            unit,
+            higher_better,
+            charted,
+            get,
+        })
+        .collect()
 }
 
 /// Median of the per-run values (the mean of the middle two for an even count).
@@ -296,8 +363,8 @@ pub fn markdown(plan: &Plan, res: &Results, env: &Value) -> String {
                 Ok(v) => {
                     let _ = write!(md, " {} |", fmt_value(v, m.unit));
                 }
-                Err(_) if t == TargetId::Direct && m.row == Row::Idle => md.push_str(" — |"),
-                Err(_) if t == TargetId::Direct && m.row == Row::Idle => md.push_str(" — |"),
+                Err(why) if t == TargetId::Direct && why == "n/a" => md.push_str(" — |"),
+                Err(why) if t == TargetId::Direct && why == "n/a" => md.push_str(" — |"),
                 Err(why) => {
                     let short = if why.starts_with("failed") {
                         "failed"

@@ -248,6 +248,10 @@ pub struct Sample {
     pub recv_payload: u64,
     pub clean_closes: u64,
     pub tokens_exhausted: bool,
+    /// CPU seconds the target's processes used in the window (all threads, user + system).
+    pub target_cpu_s: Option<f64>,
+    /// Target CPU per operation in µs (per MB for the bulk rows).
+    pub cpu_us_per_op: Option<f64>,
     pub idle: Option<IdleSample>,
 }
 
@@ -489,8 +493,32 @@ fn measure(plan: &Plan, env: &Env, row: Row, t: TargetId, auth: Auth, run: usize
         }
         s
     } else {
+        // The target's CPU time over the measured window (same start and length as the load's).
+        let pids = if t == TargetId::Direct {
+            Vec::new()
+        } else {
+            running.pids()
+        };
+        let (warmup, duration) = (spec.warmup, spec.duration);
+        let sampler = thread::spawn(move || {
+            thread::sleep(warmup);
+            let a = targets::cpu_seconds(&pids);
+            thread::sleep(duration);
+            targets::cpu_seconds(&pids) - a
+        });
         let outcome = load::run(&spec);
-        sample_from(row, &outcome, run)
+        let mut s = sample_from(row, &outcome, run);
+        if t != TargetId::Direct {
+            if let Ok(cpu) = sampler.join() {
+                s.target_cpu_s = Some(cpu);
+                let work = match row {
+                    Row::Bulk64k | Row::Bulk1m => outcome.bytes as f64 / 1e6,
+                    _ => outcome.ops as f64,
+                };
+                s.cpu_us_per_op = (work > 0.0).then(|| cpu * 1e6 / work);
+            }
+        }
+        s
     };
     sample.run = run;
     drop(running);
@@ -552,6 +580,8 @@ fn sample_from(row: Row, o: &Outcome, run: usize) -> Sample {
         recv_payload: o.recv_payload,
         clean_closes: o.clean_closes,
         tokens_exhausted: o.tokens_exhausted,
+        target_cpu_s: None,
+        cpu_us_per_op: None,
         idle: None,
     }
 }

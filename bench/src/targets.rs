@@ -452,6 +452,30 @@ pub fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// User + system CPU seconds of a set of processes (all their threads), from /proc/<pid>/stat.
+pub fn cpu_seconds(pids: &[u32]) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as f64 } else { 100.0 };
+    let ticks: u64 = pids
+        .iter()
+        .filter_map(|pid| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            stat_cpu_ticks(&stat)
+        })
+        .sum();
+    ticks as f64 / hz
+}
+
+/// utime + stime (fields 14 and 15) of a /proc/<pid>/stat line.
+fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let mut f = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime: u64 = f.next()?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
 /// Memory, descriptors and threads of a set of processes (summed).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProcStats {
@@ -572,6 +596,27 @@ mod tests {
             let out = render(t, vars);
             assert!(!out.contains('@'), "{name}: placeholder left in {out}");
         }
+    }
+
+    #[test]
+    fn stat_cpu_fields() {
+        let cases: &[(&str, &str, Option<u64>)] = &[
+            (
+                "plain",
+                "42 (nginx) S 1 42 42 0 -1 4194560 10 0 0 0 7 5 0 0 20 0 1 0",
+                Some(12),
+            ),
+            (
+                "spaces in name",
+                "7 (a b) c) R 1 7 7 0 -1 0 0 0 0 0 100 23 0 0",
+                Some(123),
+            ),
+            ("truncated", "7 (x) R 1", None),
+        ];
+        for (name, line, want) in cases {
+            assert_eq!(stat_cpu_ticks(line), *want, "{name}");
+        }
+        assert!(cpu_seconds(&[std::process::id()]) >= 0.0);
     }
 
     #[test]
