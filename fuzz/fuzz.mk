@@ -11,6 +11,8 @@ FUZZ_TARGETS ?= request_head route_forward upstream_response config_load echo_fr
 FUZZ_SECONDS ?= 60
 FUZZ_JOBS    ?= 1
 FUZZ_ENV     := RUSTC_BOOTSTRAP=1
+# libFuzzer's -jobs sends each job's output to fuzz-<n>.log: only ask for it when parallel.
+FUZZ_PARALLEL = $(if $(filter-out 1,$(FUZZ_JOBS)),-jobs=$(FUZZ_JOBS) -workers=$(FUZZ_JOBS))
 
 .PHONY: fuzz fuzz-quick fuzz-build fuzz-tool
 
@@ -25,7 +27,7 @@ fuzz: fuzz-build
 	  mkdir -p fuzz/work/$$t fuzz/corpus/$$t; \
 	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
 	  $(FUZZ_ENV) $(CARGO) fuzz run $$t fuzz/work/$$t fuzz/corpus/$$t -- \
-	    -max_total_time=$(FUZZ_SECONDS) -jobs=$(FUZZ_JOBS) -workers=$(FUZZ_JOBS) \
+	    -max_total_time=$(FUZZ_SECONDS) $(FUZZ_PARALLEL) \
 	    -print_final_stats=1 -timeout=10 -rss_limit_mb=2048; \
 	done
 

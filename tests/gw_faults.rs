@@ -64,7 +64,10 @@ fn node_reset_mid_stream(driver: &str) {
         if conn.index == 0 {
             let mut pending = rest;
             let frame = wire::read_frame(&mut conn.stream, &mut pending)?;
-            wire::write_all(&mut conn.stream, &wire::server_frame(frame.opcode, &frame.payload))?;
+            wire::write_all(
+                &mut conn.stream,
+                &wire::server_frame(frame.opcode, &frame.payload),
+            )?;
             // The echo is out; the client's next frame triggers the reset.
             wire::read_frame(&mut conn.stream, &mut pending)?;
             set_linger_zero(&conn.stream)?;
@@ -74,22 +77,30 @@ fn node_reset_mid_stream(driver: &str) {
         let (mut ws, events) = conn.into_ws(rest);
         ws_echo_loop(&mut ws, &events)
     });
-    let gw = Gateway::start_config(&Config::new().with(service("echo", "dev", node.addr())), driver, 1);
+    let gw = Gateway::start_config(
+        &Config::new().with(service("echo", "dev", node.addr())),
+        driver,
+        1,
+    );
 
     let mut doomed = ws_connect(gw.ws_addr(), "/capi/echo/dev", &[]);
     let mut other = ws_connect(gw.ws_addr(), "/capi/echo/dev", &[]);
     echo_once(&mut other, "before");
     echo_once(&mut doomed, "last words");
     doomed.send(Message::text("reset me")).unwrap();
-    assert!(matches!(node.next_event(), Event::Message(_)), "other's message seen");
-    assert!(matches!(node.next_event(), Event::Eof), "node reset its first connection");
+    assert!(
+        matches!(node.next_event(), Event::Message(_)),
+        "other's message seen"
+    );
+    assert!(
+        matches!(node.next_event(), Event::Eof),
+        "node reset its first connection"
+    );
 
     let started = Instant::now();
-    loop {
-        match doomed.read() {
-            Ok(Message::Close(_)) | Err(_) => break,
-            Ok(m) => panic!("unexpected message after the reset: {m:?}"),
-        }
+    match doomed.read() {
+        Ok(Message::Close(_)) | Err(_) => {}
+        Ok(m) => panic!("unexpected message after the reset: {m:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(5), "reset not propagated");
     echo_once(&mut other, "after the reset");
@@ -123,7 +134,10 @@ fn node_never_answers_101(driver: &str) {
     let resp = waiting.join().unwrap();
     let waited = started.elapsed();
     resp.assert_error(504);
-    assert!(waited >= Duration::from_millis(500), "504 before the timeout: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(500),
+        "504 before the timeout: {waited:?}"
+    );
     assert!(waited < Duration::from_secs(5), "504 after {waited:?}");
     assert!(matches!(
         stall.next_event_within(Duration::from_secs(5)),
@@ -155,7 +169,10 @@ fn worker_at_max_connections(driver: &str) {
     });
     let r = raw_request(gw.ws_addr(), &upgrade("/capi/echo/dev").bytes());
     r.assert_error(503);
-    assert!(started.elapsed() < Duration::from_millis(2000), "503 only after the silent ones left");
+    assert!(
+        started.elapsed() < Duration::from_millis(2000),
+        "503 only after the silent ones left"
+    );
 
     for s in &mut silent {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -170,10 +187,16 @@ fn worker_at_max_connections(driver: &str) {
     let mut ws = ws_connect(gw.ws_addr(), "/capi/echo/dev", &[]);
     echo_once(&mut ws, "slot freed");
     let _filler = connect(gw.ws_addr());
-    eventually("the cap holds again with one relayed and one silent", WAIT, || {
-        matches!(try_ws_connect(gw.ws_addr(), "/capi/echo/dev", &[]), Err(e) if e.contains("503"))
-    });
+    eventually(
+        "the cap holds again with one relayed and one silent",
+        WAIT,
+        || matches!(try_ws_connect(gw.ws_addr(), "/capi/echo/dev", &[]), Err(e) if e.contains("503")),
+    );
     echo_once(&mut ws, "relayed one unaffected");
 }
 
-drivers!(node_reset_mid_stream, node_never_answers_101, worker_at_max_connections);
+drivers!(
+    node_reset_mid_stream,
+    node_never_answers_101,
+    worker_at_max_connections
+);

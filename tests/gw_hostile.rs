@@ -38,7 +38,11 @@ fn gateway_for(node: SocketAddr, driver: &str) -> Gateway {
 fn served(gw: &Gateway, text: &str) {
     let mut ws = ws_connect(gw.ws_addr(), ROUTE, &[]);
     ws.send(Message::text(text)).unwrap();
-    assert_eq!(ws.read().unwrap(), Message::text(text), "normal client not echoed");
+    assert_eq!(
+        ws.read().unwrap(),
+        Message::text(text),
+        "normal client not echoed"
+    );
     ws.close(None).unwrap();
     while ws.read().is_ok() {}
 }
@@ -122,7 +126,10 @@ fn slowloris_is_cut_at_the_handshake_timeout(driver: &str) {
         writer.join().unwrap();
         assert!(end.bytes.is_empty(), "slow client got an answer: {:?}", end.bytes);
         let sent = sent.load(Ordering::SeqCst) as usize;
-        assert!(sent < head.len(), "slow client sent its whole head ({sent} bytes) before the cut");
+        assert!(
+            sent < head.len(),
+            "slow client sent its whole head ({sent} bytes) before the cut"
+        );
     }
     assert_eq!(node.accepted(), 1, "only the normal client reaches the node");
 }
@@ -142,7 +149,11 @@ fn head_one_byte_over_the_limit_is_431(driver: &str) {
     ws.send(OP_TEXT, b"fits");
     assert_eq!(ws.read_frame().payload, b"fits");
     let pad = at_limit.headers.last().map(|(_, v)| v.len());
-    assert_eq!(node.next_head().header("x-pad").map(str::len), pad, "the padded head arrives whole");
+    assert_eq!(
+        node.next_head().header("x-pad").map(str::len),
+        pad,
+        "the padded head arrives whole"
+    );
 
     let over = sized(4097);
     assert_eq!(over.bytes().len(), 4097);
@@ -195,7 +206,10 @@ fn answer_to(addr: SocketAddr, bytes: &[u8], what: &str) -> (Expect, Vec<u8>) {
     let got = match status_of(&end.bytes) {
         Some(code) => Expect::Status(code),
         None if end.bytes.is_empty() => Expect::Close,
-        None => panic!("{what}: unparsable answer {:?}", String::from_utf8_lossy(&end.bytes)),
+        None => panic!(
+            "{what}: unparsable answer {:?}",
+            String::from_utf8_lossy(&end.bytes)
+        ),
     };
     (got, end.bytes)
 }
@@ -203,7 +217,9 @@ fn answer_to(addr: SocketAddr, bytes: &[u8], what: &str) -> (Expect, Vec<u8>) {
 fn garbage_gets_400_or_a_close(driver: &str) {
     let node = Node::ws_echo();
     let gw = gateway_for(node.addr(), driver);
-    let binary: Vec<u8> = (0..2048u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let binary: Vec<u8> = (0..2048u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     // (name, bytes, expected)
     #[rustfmt::skip]
     let cases: Vec<(&str, Vec<u8>, Expect)> = vec![
@@ -229,9 +245,17 @@ fn garbage_gets_400_or_a_close(driver: &str) {
         let got = match status_of(&end.bytes) {
             Some(code) => Expect::Status(code),
             None if end.bytes.is_empty() => Expect::Close,
-            None => panic!("{name}: unparsable answer {:?}", String::from_utf8_lossy(&end.bytes)),
+            None => panic!(
+                "{name}: unparsable answer {:?}",
+                String::from_utf8_lossy(&end.bytes)
+            ),
         };
-        assert_eq!(got, want, "case {name}: {:?}", String::from_utf8_lossy(&end.bytes));
+        assert_eq!(
+            got,
+            want,
+            "case {name}: {:?}",
+            String::from_utf8_lossy(&end.bytes)
+        );
     }
     served(&gw, "after garbage");
     assert_eq!(node.accepted(), 1, "garbage reached the node");
@@ -279,17 +303,27 @@ fn half_open_sockets(driver: &str) {
     assert!(end.after < CLOSE_BOUND, "waited for the timeout: {:?}", end.after);
     assert_eq!(node.accepted(), 0);
 
-    let mut ws = raw_upgrade(gw.ws_addr(), &upgrade(ROUTE), &wire::client_frame(OP_TEXT, b"last"));
+    let mut ws = raw_upgrade(
+        gw.ws_addr(),
+        &upgrade(ROUTE),
+        &wire::client_frame(OP_TEXT, b"last"),
+    );
     ws.shutdown_write();
     let echoed = ws.read_to_eof();
-    assert_eq!(wire::decode_frame(&echoed).map(|(f, _)| f.payload), Some(b"last".to_vec()));
+    assert_eq!(
+        wire::decode_frame(&echoed).map(|(f, _)| f.payload),
+        Some(b"last".to_vec())
+    );
     assert!(matches!(node.next_event(), Event::Eof));
 
     let mut other = raw_upgrade(gw.ws_addr(), &upgrade(ROUTE), &[]);
     let resetter = raw_upgrade(gw.ws_addr(), &upgrade(ROUTE), &[]);
     set_linger_zero(&resetter.stream);
     drop(resetter);
-    assert!(matches!(node.next_event(), Event::Eof), "node side of the reset client not closed");
+    assert!(
+        matches!(node.next_event(), Event::Eof),
+        "node side of the reset client not closed"
+    );
     other.send(OP_TEXT, b"unaffected");
     assert_eq!(other.read_frame().payload, b"unaffected");
     node.check();
@@ -357,13 +391,23 @@ fn client_that_stops_reading(driver: &str) {
     let total = written.load(Ordering::SeqCst);
     let grown = rss_kib(gw.pid()).saturating_sub(before);
     eprintln!("flood: node wrote {total} bytes before stalling; gateway RSS {before} KiB, +{grown} KiB");
-    assert!(grown < 4 * 1024, "gateway RSS grew {grown} KiB while relaying into a stalled client");
-    assert!(total < 128 * 1024 * 1024, "{total} bytes buffered for a client that reads nothing");
+    assert!(
+        grown < 4 * 1024,
+        "gateway RSS grew {grown} KiB while relaying into a stalled client"
+    );
+    assert!(
+        total < 128 * 1024 * 1024,
+        "{total} bytes buffered for a client that reads nothing"
+    );
     served(&gw, "during the flood");
 
     let got = sink.read_to_eof();
     assert_eq!(got.len() as u64, total, "bytes lost or invented");
-    if let Some(i) = got.iter().enumerate().position(|(i, &b)| b != flood_byte(i as u64)) {
+    if let Some(i) = got
+        .iter()
+        .enumerate()
+        .position(|(i, &b)| b != flood_byte(i as u64))
+    {
         panic!("byte {i} of the flood is wrong");
     }
     assert!(matches!(flood.next_event(), Event::Eof));

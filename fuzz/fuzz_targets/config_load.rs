@@ -14,7 +14,11 @@ fuzz_target!(|data: &[u8]| {
     match load_str_with_env(text, &no_env) {
         Ok(s) => {
             assert!((MIN_MAX_HEADER_BYTES..=MAX_MAX_HEADER_BYTES).contains(&s.max_header_bytes));
-            for t in [s.handshake_timeout_ms, s.connect_timeout_ms, s.upstream_timeout_ms] {
+            for t in [
+                s.handshake_timeout_ms,
+                s.connect_timeout_ms,
+                s.upstream_timeout_ms,
+            ] {
                 assert!(t <= MAX_TIMEOUT_MS);
             }
             assert!(!s.context_path.ends_with('/'));

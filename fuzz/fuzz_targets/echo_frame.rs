@@ -28,7 +28,11 @@ fuzz_target!(|data: &[u8]| {
 
         let mut once = payload.to_vec();
         apply_mask(&mut once, h.mask, 0);
-        let split = if payload.is_empty() { 0 } else { usize::from(payload[0]) % payload.len() };
+        let split = if payload.is_empty() {
+            0
+        } else {
+            usize::from(payload[0]) % payload.len()
+        };
         let mut chunked = payload.to_vec();
         let (a, b) = chunked.split_at_mut(split);
         apply_mask(a, h.mask, 0);

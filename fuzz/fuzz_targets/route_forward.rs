@@ -26,7 +26,10 @@ fuzz_target!(|data: &[u8]| {
                 assert!(snap.services[m.service].routable);
                 assert!(m.rest.is_empty() || m.rest.starts_with('/'));
                 let path = target.split_once('?').map_or(target, |(p, _)| p);
-                assert!(!path.split('/').any(|seg| seg == "." || seg == ".."), "{target:?}");
+                assert!(
+                    !path.split('/').any(|seg| seg == "." || seg == ".."),
+                    "{target:?}"
+                );
                 assert!(!path.contains('\\'), "{target:?}");
             }
         }

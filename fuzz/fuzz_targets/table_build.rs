@@ -98,7 +98,11 @@ fn summary(s: &Snapshot) -> Vec<String> {
     s.services
         .iter()
         .map(|v| {
-            let nodes: Vec<(&str, bool)> = v.nodes.iter().map(|n| (n.host_port.as_str(), n.healthy)).collect();
+            let nodes: Vec<(&str, bool)> = v
+                .nodes
+                .iter()
+                .map(|n| (n.host_port.as_str(), n.healthy))
+                .collect();
             format!(
                 "{}|{}|{}|{}|{}|{:?}|{}|{}|{:?}|{:?}|{:?}|{:?}",
                 v.name,
@@ -120,7 +124,11 @@ fn summary(s: &Snapshot) -> Vec<String> {
 
 fuzz_target!(|input: Input| {
     let mut settings = Settings::default();
-    settings.mode = if input.full_mode { Mode::Full } else { Mode::Websocket };
+    settings.mode = if input.full_mode {
+        Mode::Full
+    } else {
+        Mode::Websocket
+    };
     settings.namespace = input.namespace.clone();
     settings.strict = input.strict;
     if input.empty_context {
@@ -136,7 +144,11 @@ fuzz_target!(|input: Input| {
             name: x.name.clone(),
             address: x.address.clone(),
             port: x.port,
-            meta: x.meta.iter().map(|(k, v)| (k.name().to_string(), v.text().to_string())).collect(),
+            meta: x
+                .meta
+                .iter()
+                .map(|(k, v)| (k.name().to_string(), v.text().to_string()))
+                .collect(),
             healthy: x.healthy,
             source: NodeSource::Consul,
         })
@@ -168,7 +180,11 @@ fuzz_target!(|input: Input| {
             continue; // a name no request line can carry: unreachable, harmless
         };
         if let Ok(m) = route(&snap, head.target) {
-            assert_eq!(m.service, i, "route key {} reached another service", svc.route_key);
+            assert_eq!(
+                m.service, i,
+                "route key {} reached another service",
+                svc.route_key
+            );
             check_forward(&head, &m, &snap);
         }
     }

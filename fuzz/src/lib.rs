@@ -44,16 +44,29 @@ pub fn fixed_snapshot() -> Snapshot {
     let ws = ("type", "websocket");
     let instances = vec![
         instance("a", "echo", &[("group", "dev"), ws]),
-        instance("b", "chat", &[("group", "prod"), ws, ("keep-group-first", "true")]),
+        instance(
+            "b",
+            "chat",
+            &[("group", "prod"), ws, ("keep-group-first", "true")],
+        ),
         instance(
             "c",
             "rich",
-            &[("group", "dev"), ws, ("root-context", "/root"), ("keep-group", "true")],
+            &[
+                ("group", "dev"),
+                ws,
+                ("root-context", "/root"),
+                ("keep-group", "true"),
+            ],
         ),
         instance(
             "d",
             "web",
-            &[("group", "dev"), ws, ("allowed-origins", "https://app.example, null")],
+            &[
+                ("group", "dev"),
+                ws,
+                ("allowed-origins", "https://app.example, null"),
+            ],
         ),
         instance("e", "rest", &[("group", "dev"), ("type", "rest")]),
     ];
@@ -94,11 +107,19 @@ pub fn check_forward(head: &RequestHead, m: &RouteMatch, snap: &Snapshot) {
         let key = pair.split_once('=').map_or(pair, |(k, _)| k);
         assert_ne!(key, "access_token", "token forwarded: {text:?}");
     }
-    let count = |name: &str| req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).count();
+    let count = |name: &str| {
+        req.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .count()
+    };
     assert_eq!(count("host"), 1, "{text:?}");
     assert_eq!(count("transfer-encoding"), 0, "{text:?}");
     // validate_upgrade lets only `Content-Length: 0` through; it is forwarded as sent.
-    let lengths = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("content-length"));
+    let lengths = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("content-length"));
     for h in lengths {
         assert!(h.value.iter().all(|&b| b == b'0'), "{text:?}");
     }
