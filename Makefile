@@ -44,3 +44,6 @@ clean:
 
 # Benchmarks (bench/): targets live in bench/bench.mk.
 -include bench/bench.mk
+
+# Fuzzing (fuzz/): `make fuzz`, `make fuzz-quick`; targets live in fuzz/fuzz.mk.
+-include fuzz/fuzz.mk

@@ -163,6 +163,13 @@ fn build_service(
         .unwrap_or("rest")
         .to_ascii_lowercase();
     let root_context = normalise_root_context(meta_str(&first.meta, "root-context").unwrap_or(""));
+    // It is written into the request line sent to nodes: a space, control byte, `?` or `#`
+    // would split or change that request (found by fuzzing, issue 8).
+    if !is_plain_path(&root_context) {
+        reasons.push(format!(
+            "meta root-context {root_context:?} is not a plain path (visible ASCII, no '?' or '#')"
+        ));
+    }
 
     let allowed_origins = meta_str(&first.meta, "allowed-origins").map(|raw| {
         let mut bad = Vec::new();
@@ -293,6 +300,12 @@ fn normalise_root_context(raw: &str) -> String {
     } else {
         format!("/{trimmed}")
     }
+}
+
+/// Whether `path` can go into a request line as is: visible ASCII only, without `?` and `#`.
+fn is_plain_path(path: &str) -> bool {
+    path.bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#')
 }
 
 /// `http://host[:port][/...]` -> (host, port); default port by scheme.
@@ -704,6 +717,40 @@ mod tests {
         assert_eq!(snap.lookup("/a/b").unwrap().name, "a");
         let b = snap.services.iter().find(|s| s.name == "b").unwrap();
         assert!(!b.routable);
+    }
+
+    #[test]
+    fn root_context_must_fit_a_request_line() {
+        // Fuzz regression (table_build, issue 8): a root-context with a control byte was written
+        // raw into the request line sent to the node, so the node got a broken (or, with CR LF,
+        // a split) request. Such a service is listed with a reason and not routed.
+        #[rustfmt::skip]
+        let cases = [
+            ("fuzz crash: control byte", "/\u{1}", false),
+            ("CR LF injection", "/ws HTTP/1.1\r\nX-Injected: 1\r\n\r\nGET /", false),
+            ("space", "/a b", false),
+            ("query", "/ws?x=1", false),
+            ("fragment", "/ws#x", false),
+            ("non-ASCII", "/caf\u{e9}", false),
+            ("plain", "/ws/v1", true),
+            ("percent-encoded", "/a%20b", true),
+            ("none", "", true),
+        ];
+        for (name, root, routable) in cases {
+            let snap = build(
+                &Settings::default(),
+                vec![inst(
+                    "a",
+                    "echo",
+                    "10.0.0.1",
+                    1,
+                    &[("group", "dev"), WS, ("root-context", root)],
+                )],
+            );
+            let svc = &snap.services[0];
+            assert_eq!(svc.routable, routable, "case {name}: {:?}", svc.reason);
+            assert_eq!(snap.lookup("/echo/dev").is_some(), routable, "case {name}");
+        }
     }
 
     #[test]

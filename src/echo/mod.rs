@@ -4,7 +4,7 @@
 //! 1 MiB message is never held whole). Handshake in `handshake.rs`, codec in `frame.rs`. No locks,
 //! no shared counters, no per-frame allocation.
 
-mod frame;
+pub mod frame;
 mod handshake;
 
 use std::io;
