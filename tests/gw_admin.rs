@@ -2,6 +2,7 @@
 //! its content type, metrics that move after traffic, the access log (JSON, token redacted,
 //! remote address behind a trusted proxy), the configured CORS allowed-headers, and the
 //! per-worker connection cap.
+#![allow(clippy::disallowed_types)] // locks are fine in tests: the rule guards the data plane
 
 #[macro_use]
 mod common;

@@ -6,6 +6,7 @@
 //!
 //! Auth: until the JWT capability is merged the service is unsecured (the token is ignored and
 //! stripped). To switch to a secured service, change [`browser_service`] and [`token`] only.
+#![allow(clippy::disallowed_types)] // locks are fine in tests: the rule guards the data plane
 
 #[macro_use]
 mod common;

@@ -2,6 +2,7 @@
 //! raises its soft limit to the hard one, so the test lowers the hard limit with `prlimit`),
 //! accept runs out of descriptors, backs off without spinning, and serves again once
 //! descriptors are free.
+#![allow(clippy::disallowed_types)] // locks are fine in tests: the rule guards the data plane
 
 #[macro_use]
 mod common;

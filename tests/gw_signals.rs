@@ -3,6 +3,7 @@
 //! config), SIGTERM drain (listeners close, open connections run on, exit 0 when the last one
 //! closes; the drain timeout closes a connection that never ends; a second signal exits 1),
 //! and a zero-downtime restart with a second process on the same port.
+#![allow(clippy::disallowed_types)] // locks are fine in tests: the rule guards the data plane
 
 #[macro_use]
 mod common;
