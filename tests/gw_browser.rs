@@ -4,8 +4,8 @@
 //! message and reports the echo back to the test server. The same page from an origin the
 //! service does not allow is refused (403, seen by the browser as a failed WebSocket).
 //!
-//! Auth: until the JWT capability is merged the service is unsecured (the token is ignored and
-//! stripped). To switch to a secured service, change [`browser_service`] and [`token`] only.
+//! The service is secured: the token is an RS256 JWT signed by a key the gateway loads from a
+//! JWKS double on loopback, and it never shows up in the access log.
 #![allow(clippy::disallowed_types)] // locks are fine in tests: the rule guards the data plane
 
 #[macro_use]
@@ -21,22 +21,24 @@ use std::time::{Duration, Instant};
 use common::config::{service, Config, Service};
 use common::eventually;
 use common::gateway::{EchoNode, Gateway, TempDir};
+use common::jwks::{claims, jwks_document, keys, oauth2_yaml, JwksServer};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// First start of a browser on a cold machine can take several seconds.
 const BROWSER_WAIT: Duration = Duration::from_secs(60);
 const MESSAGE: &str = "hello from chromium";
 
-/// The service the page talks to. Secured later: add `.meta("secured", "true")` here.
+/// The service the page talks to: secured, and only the page's own origin is allowed.
 fn browser_service(node: SocketAddr, allowed_origin: &str) -> Service {
     service("echo", "dev", node)
         .meta("type", "websocket")
+        .meta("secured", "true")
         .meta("allowed-origins", allowed_origin)
 }
 
-/// The token the page puts in `?access_token=`. Secured later: a token the gateway accepts.
+/// The token the page puts in `?access_token=`: valid for an hour, signed by the JWKS key.
 fn token() -> String {
-    "browser-test-token".to_owned()
+    keys().rsa.token(&claims("https://kc.test/realms/a", &[]))
 }
 
 /// What the page reported.
@@ -232,7 +234,13 @@ fn chromium_echo_and_origin_refusal(driver: &str) {
     let page_port = page_listener.local_addr().unwrap().port();
     let allowed = format!("http://127.0.0.1:{page_port}");
     let config = Config::new().with(browser_service(node.addr(), &allowed));
-    let gw = Gateway::start_config(&config, driver, 1);
+    let jwks = JwksServer::start(jwks_document(&[&keys().rsa]));
+    let yaml = format!(
+        "{}{}",
+        config.yaml(),
+        oauth2_yaml(&[serde_json::json!(jwks.url("a")).to_string()], "")
+    );
+    let gw = Gateway::start(&yaml, driver, 1);
     let ws_url = format!("ws://{}/capi/echo/dev/x?access_token={}", gw.ws_addr(), token());
     let server = PageServer::start(page_listener, ws_url);
 
