@@ -257,20 +257,17 @@ fn read_hosts(
     out
 }
 
-/// `http://host[:port][/]` -> `http://host[:port]`. The API lives at the root, so a path is an
-/// error; `https` is refused because this build has no TLS client (use a local agent over http).
+/// `http(s)://host[:port][/]` -> `http(s)://host[:port]`. The API lives at the root, so a path
+/// is an error. https is verified against the bundled web PKI roots (ureq with rustls).
 pub fn normalise_endpoint(raw: &str) -> Result<String, String> {
     let t = raw.trim();
     let lower = t.to_ascii_lowercase();
-    if lower.starts_with("https://") {
-        return Err(format!(
-            "{}: https is not supported yet (no TLS client in this build); reach Consul over \
-             http, e.g. through the local agent on http://localhost:8500",
-            quote(t)
-        ));
-    }
-    let Some(rest) = lower.strip_prefix("http://").map(|_| &t[7..]) else {
-        return Err(format!("expected an http://host[:port] URL, got {}", quote(t)));
+    let (scheme, rest) = if lower.starts_with("https://") {
+        ("https", &t[8..])
+    } else if lower.starts_with("http://") {
+        ("http", &t[7..])
+    } else {
+        return Err(format!("expected an http(s)://host[:port] URL, got {}", quote(t)));
     };
     let authority = rest.trim_end_matches('/');
     let bad = authority.is_empty()
@@ -278,7 +275,7 @@ pub fn normalise_endpoint(raw: &str) -> Result<String, String> {
         || authority.contains(char::is_whitespace);
     if bad {
         return Err(format!(
-            "expected an http://host[:port] URL (no path, query or credentials), got {}",
+            "expected an http(s)://host[:port] URL (no path, query or credentials), got {}",
             quote(t)
         ));
     }
@@ -295,7 +292,7 @@ pub fn normalise_endpoint(raw: &str) -> Result<String, String> {
             return Err(format!("bad port {} in {}", quote(port), quote(t)));
         }
     }
-    Ok(format!("http://{authority}"))
+    Ok(format!("{scheme}://{authority}"))
 }
 
 #[cfg(test)]
@@ -386,19 +383,19 @@ mod tests {
     fn problems_name_their_key() {
         let cases: &[(&str, &str, &str)] = &[
             (
-                "https",
-                "capi.consul.hosts: https://a:8501",
-                "capi.consul.hosts: \"https://a:8501\": https is not supported",
+                "ftp",
+                "capi.consul.hosts: ftp://a:8501",
+                "capi.consul.hosts: expected an http(s)://host[:port] URL",
             ),
             (
                 "no_scheme",
                 "capi.consul.hosts: a:8500",
-                "capi.consul.hosts: expected an http://host[:port] URL",
+                "capi.consul.hosts: expected an http(s)://host[:port] URL",
             ),
             (
                 "path",
                 "capi.consul.hosts: http://a:1/v1",
-                "capi.consul.hosts: expected an http://host[:port] URL (no path",
+                "capi.consul.hosts: expected an http(s)://host[:port] URL (no path",
             ),
             (
                 "bad_port",
@@ -455,5 +452,27 @@ mod tests {
         assert!(problems.is_empty());
         assert_eq!(unknown, ["capi.consul.hosts[0].dc"]);
         assert!(!format!("{s:?}").contains("s3cret"));
+    }
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::normalise_endpoint;
+
+    #[test]
+    fn http_and_https_endpoints() {
+        let cases = [
+            ("http://a:8500/", Ok("http://a:8500".to_string())),
+            (
+                "HTTPS://consul.example:8501",
+                Ok("https://consul.example:8501".to_string()),
+            ),
+            ("https://[::1]:8501", Ok("https://[::1]:8501".to_string())),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(normalise_endpoint(raw), want, "{raw}");
+        }
+        assert!(normalise_endpoint("https://a/v1").is_err());
+        assert!(normalise_endpoint("ftp://a").is_err());
     }
 }
