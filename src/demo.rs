@@ -23,6 +23,9 @@ pub fn run_demo(args: &RunArgs) -> i32 {
     // The demo is for one machine: loopback unless --host says otherwise.
     if args.host.is_none() {
         settings.host = "127.0.0.1".to_string();
+        if settings.ops.admin_address == crate::config::ops::DEFAULT_ADMIN_ADDRESS {
+            settings.ops.admin_address = "127.0.0.1".to_string();
+        }
     }
     let mut nodes = Vec::with_capacity(DEMO_NODES);
     for _ in 0..DEMO_NODES {
