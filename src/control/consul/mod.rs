@@ -237,7 +237,7 @@ impl HostSync {
         // A hold that ended within the last sixteenth before the refresh counts as due: the
         // refresh happens now instead of after one more (immediate) catalog read.
         let slack = self.interval / 16 + MIN_BLOCK;
-        let refresh_due = self.next_refresh.map_or(true, |t| Instant::now() + slack >= t);
+        let refresh_due = self.next_refresh.is_none_or(|t| Instant::now() + slack >= t);
         if catalog.index == previous && names == self.names && !refresh_due && self.published.is_some() {
             return Ok(());
         }
