@@ -210,3 +210,28 @@ impl Default for Limits {
         Limits::from_settings(&crate::config::Settings::default())
     }
 }
+
+#[cfg(test)]
+impl Service {
+    /// A routable, open websocket service `/<name>/<group>` without nodes, for unit tests;
+    /// tests set the fields they care about with struct-update syntax.
+    pub fn for_test(name: &str, group: &str) -> Service {
+        Service {
+            name: name.into(),
+            group: group.into(),
+            label: format!("{name}/{group}"),
+            route_key: format!("/{name}/{group}"),
+            route: format!("/capi/{name}/{group}"),
+            kind: "websocket".into(),
+            secured: false,
+            subscription_groups: vec![],
+            root_context: String::new(),
+            keep_group: false,
+            allowed_origins: None,
+            routable: true,
+            reason: None,
+            conflicts: vec![],
+            nodes: vec![],
+        }
+    }
+}

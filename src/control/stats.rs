@@ -91,20 +91,7 @@ mod tests {
             services: services
                 .iter()
                 .map(|(label, nodes)| Service {
-                    name: label.to_string(),
-                    group: String::new(),
                     label: label.to_string(),
-                    route_key: String::new(),
-                    route: String::new(),
-                    kind: "websocket".into(),
-                    secured: false,
-                    subscription_groups: vec![],
-                    root_context: String::new(),
-                    keep_group: false,
-                    allowed_origins: None,
-                    routable: true,
-                    reason: None,
-                    conflicts: vec![],
                     nodes: nodes
                         .iter()
                         .map(|hp| Node {
@@ -114,6 +101,7 @@ mod tests {
                             source: NodeSource::Static,
                         })
                         .collect(),
+                    ..Service::for_test(label, "")
                 })
                 .collect(),
             ..Snapshot::default()

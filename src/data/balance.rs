@@ -147,20 +147,6 @@ mod tests {
 
     fn snap(nodes: &[(&str, bool)]) -> Arc<Snapshot> {
         let svc = Service {
-            name: "s".into(),
-            group: "g".into(),
-            label: "s/g".into(),
-            route_key: "/s/g".into(),
-            route: "/capi/s/g".into(),
-            kind: "websocket".into(),
-            secured: false,
-            subscription_groups: vec![],
-            root_context: String::new(),
-            keep_group: false,
-            allowed_origins: None,
-            routable: true,
-            reason: None,
-            conflicts: vec![],
             nodes: nodes
                 .iter()
                 .enumerate()
@@ -171,6 +157,7 @@ mod tests {
                     source: NodeSource::Static,
                 })
                 .collect(),
+            ..Service::for_test("s", "g")
         };
         let mut s = Snapshot {
             services: vec![svc],

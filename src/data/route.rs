@@ -298,21 +298,10 @@ mod tests {
 
     fn service(name: &str, group: &str, route_key: &str, routable: bool) -> Service {
         Service {
-            name: name.into(),
-            group: group.into(),
-            label: format!("{name}/{group}"),
             route_key: route_key.into(),
             route: format!("/capi{route_key}"),
-            kind: "websocket".into(),
-            secured: false,
-            subscription_groups: vec![],
-            root_context: String::new(),
-            keep_group: false,
-            allowed_origins: None,
             routable,
-            reason: None,
-            conflicts: vec![],
-            nodes: vec![],
+            ..Service::for_test(name, group)
         }
     }
 

@@ -316,21 +316,9 @@ mod tests {
 
     fn service(root_context: &str, keep_group: bool) -> Service {
         Service {
-            name: "echo".into(),
-            group: "dev".into(),
-            label: "echo/dev".into(),
-            route_key: "/echo/dev".into(),
-            route: "/capi/echo/dev".into(),
-            kind: "websocket".into(),
-            secured: false,
-            subscription_groups: vec![],
             root_context: root_context.into(),
             keep_group,
-            allowed_origins: None,
-            routable: true,
-            reason: None,
-            conflicts: vec![],
-            nodes: vec![],
+            ..Service::for_test("echo", "dev")
         }
     }
 
