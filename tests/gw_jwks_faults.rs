@@ -71,7 +71,9 @@ fn started(driver: &str) -> (JwksServer, Node, Gateway) {
     let jwks = JwksServer::start(jwks_document(&[&k.rsa, &k.ec]));
     let node = Node::ws_echo();
     let gw = gateway(node.addr(), &jwks, driver);
-    eventually("keys loaded once", Duration::from_secs(10), || count(&gw, LOADED) == 1);
+    eventually("keys loaded once", Duration::from_secs(10), || {
+        count(&gw, LOADED) == 1
+    });
     assert_serves(&gw, "healthy provider");
     (jwks, node, gw)
 }
@@ -81,14 +83,32 @@ fn started(driver: &str) -> (JwksServer, Node, Gateway) {
 fn assert_recovers(jwks: &JwksServer, gw: &Gateway) {
     jwks.set_mode(Mode::Normal);
     // Back-off is capped at 10 s; a slow request still pending may hold the thread ≤ 10 s more.
-    eventually("the gateway logs the source is back", Duration::from_secs(25), || {
-        count(gw, BACK) >= 1
-    });
+    eventually(
+        "the gateway logs the source is back",
+        Duration::from_secs(25),
+        || count(gw, BACK) >= 1,
+    );
     let before = jwks.received();
-    wait_attempts(jwks, before, 2, Duration::from_secs(10), "refreshes after recovery");
-    assert_eq!(count(gw, FAILING), 1, "one line for the failing state\n{}", gw.logs());
+    wait_attempts(
+        jwks,
+        before,
+        2,
+        Duration::from_secs(10),
+        "refreshes after recovery",
+    );
+    assert_eq!(
+        count(gw, FAILING),
+        1,
+        "one line for the failing state\n{}",
+        gw.logs()
+    );
     assert_eq!(count(gw, BACK), 1, "one line for the recovery\n{}", gw.logs());
-    assert_eq!(count(gw, LOADED), 1, "the unchanged keys were not reloaded\n{}", gw.logs());
+    assert_eq!(
+        count(gw, LOADED),
+        1,
+        "the unchanged keys were not reloaded\n{}",
+        gw.logs()
+    );
     assert_serves(gw, "after recovery");
 }
 
@@ -98,13 +118,27 @@ fn provider_slower_than_the_client_timeout(driver: &str) {
     let (jwks, node, gw) = started(driver);
     jwks.set_mode(Mode::Slow(SLOWER_THAN_CLIENT_TIMEOUT));
     let before = jwks.received();
-    wait_attempts(&jwks, before, 1, Duration::from_secs(5), "a refresh reached the slow provider");
+    wait_attempts(
+        &jwks,
+        before,
+        1,
+        Duration::from_secs(5),
+        "a refresh reached the slow provider",
+    );
     assert_serves(&gw, "provider slow, request pending");
-    eventually("the timeout is logged", Duration::from_secs(20), || count(&gw, FAILING) >= 1);
+    eventually("the timeout is logged", Duration::from_secs(20), || {
+        count(&gw, FAILING) >= 1
+    });
     assert_serves(&gw, "provider slow, after the timeout");
     // A second slow attempt (after the 250 ms back-off) times out without another line.
     let before = jwks.received();
-    wait_attempts(&jwks, before, 1, Duration::from_secs(15), "a retry reached the slow provider");
+    wait_attempts(
+        &jwks,
+        before,
+        1,
+        Duration::from_secs(15),
+        "a retry reached the slow provider",
+    );
     assert_eq!(count(&gw, FAILING), 1, "{}", gw.logs());
     assert_recovers(&jwks, &gw);
     node.check();
@@ -117,7 +151,11 @@ fn provider_serving_garbage(driver: &str) {
     let (jwks, node, gw) = started(driver);
     let garbage = [
         (200, "application/json", "this is not json {".to_owned()),
-        (200, "application/json", r#"{"issuer":"x","realm":"a"}"#.to_owned()),
+        (
+            200,
+            "application/json",
+            r#"{"issuer":"x","realm":"a"}"#.to_owned(),
+        ),
         (200, "application/json", r#"{"keys":[]}"#.to_owned()),
         (
             200,
@@ -138,7 +176,13 @@ fn provider_serving_garbage(driver: &str) {
         });
         let before = jwks.received();
         // Back-off doubles from 250 ms (4 s before the fifth state): one attempt each.
-        wait_attempts(&jwks, before, 1, Duration::from_secs(15), &format!("an attempt on {body:?}"));
+        wait_attempts(
+            &jwks,
+            before,
+            1,
+            Duration::from_secs(15),
+            &format!("an attempt on {body:?}"),
+        );
         assert_serves(&gw, &format!("provider serving {body:?}"));
         assert_eq!(count(&gw, FAILING), 1, "one failure line in all\n{}", gw.logs());
     }

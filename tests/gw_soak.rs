@@ -98,7 +98,9 @@ impl KillableNode {
                             conns.lock().unwrap().push(c);
                         }
                         thread::spawn(move || {
-                            let Ok(mut ws) = tungstenite::accept(s) else { return };
+                            let Ok(mut ws) = tungstenite::accept(s) else {
+                                return;
+                            };
                             while let Ok(m) = ws.read() {
                                 if (m.is_binary() || m.is_text()) && ws.send(m).is_err() {
                                     return;
@@ -167,7 +169,12 @@ impl Stats {
 }
 
 /// Send `rounds` random messages on `ws`, each echoed whole; checksums over both directions.
-fn echo_rounds(ws: &mut WebSocket<TcpStream>, rng: &mut Rng, rounds: usize, stats: &Stats) -> Result<(), String> {
+fn echo_rounds(
+    ws: &mut WebSocket<TcpStream>,
+    rng: &mut Rng,
+    rounds: usize,
+    stats: &Stats,
+) -> Result<(), String> {
     let (mut sent, mut got) = (FNV_START, FNV_START);
     let mut n = 0u64;
     for _ in 0..rounds {
@@ -214,9 +221,15 @@ fn client(id: u64, gw: SocketAddr, stats: Arc<Stats>, tokens: Arc<[String; 2]>, 
             Kind::Dyn => ("/capi/dyn/dev", None),
             Kind::Flaky => ("/capi/flaky/dev", None),
         };
-        let (key_epoch, n_epoch) = (stats.signer_epoch.load(Ordering::SeqCst), node_epoch.load(Ordering::SeqCst));
+        let (key_epoch, n_epoch) = (
+            stats.signer_epoch.load(Ordering::SeqCst),
+            node_epoch.load(Ordering::SeqCst),
+        );
         let dyn_was = stats.dyn_registered.load(Ordering::SeqCst);
-        let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| vec![("Authorization", a)]).unwrap_or_default();
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| vec![("Authorization", a)])
+            .unwrap_or_default();
         let rounds = 1 + (rng.next() % 8) as usize;
         let outcome = try_ws_connect(gw, path, &headers).and_then(|(mut ws, _)| {
             stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -229,13 +242,23 @@ fn client(id: u64, gw: SocketAddr, stats: Arc<Stats>, tokens: Arc<[String; 2]>, 
         // Expected: the route flipped (or was just flipped) by Consul; the node died or just
         // came back; the signing key switched during the attempt.
         let why = match kind {
-            Kind::Dyn if !dyn_was || !stats.dyn_registered.load(Ordering::SeqCst) || Stats::recently(&stats.dyn_changed) => {
+            Kind::Dyn
+                if !dyn_was
+                    || !stats.dyn_registered.load(Ordering::SeqCst)
+                    || Stats::recently(&stats.dyn_changed) =>
+            {
                 Some("dyn/dev deregistered by Consul")
             }
-            Kind::Flaky if node_epoch.load(Ordering::SeqCst) != n_epoch || n_epoch % 2 == 1 || Stats::recently(&stats.node_changed) => {
+            Kind::Flaky
+                if node_epoch.load(Ordering::SeqCst) != n_epoch
+                    || n_epoch % 2 == 1
+                    || Stats::recently(&stats.node_changed) =>
+            {
                 Some("flaky/dev node died")
             }
-            Kind::Secured if stats.signer_epoch.load(Ordering::SeqCst) != key_epoch => Some("key switched mid-attempt"),
+            Kind::Secured if stats.signer_epoch.load(Ordering::SeqCst) != key_epoch => {
+                Some("key switched mid-attempt")
+            }
             _ => None,
         };
         let line = format!("{kind:?} {path}: {e}");
@@ -268,7 +291,10 @@ fn gateway_yaml(config: &Config, consul: &Consul, jwks: &JwksServer, extra_servi
          timer: {{interval: 300}}\n    max-wait-ms: 1000\n    retry-max-ms: 300\n{}",
         config.yaml(),
         consul.endpoint(),
-        oauth2_yaml(&[bound_source(&jwks.url("a"), ISS)], "capi.oauth2.provider.refresh-interval: 1000\n")
+        oauth2_yaml(
+            &[bound_source(&jwks.url("a"), ISS)],
+            "capi.oauth2.provider.refresh-interval: 1000\n"
+        )
     )
 }
 
@@ -286,7 +312,12 @@ fn soak(driver: &str) {
         .with(service("open", "dev", echo.addr()))
         .with(service("secure", "dev", echo.addr()).meta("secured", "true"))
         .with(service("flaky", "dev", flaky.addr));
-    let gw = Gateway::start_with(&gateway_yaml(&base, &consul, &jwks, false), driver, 2, &["--log-level", "info"]);
+    let gw = Gateway::start_with(
+        &gateway_yaml(&base, &consul, &jwks, false),
+        driver,
+        2,
+        &["--log-level", "info"],
+    );
     let dyn_reg = registration("dyn", "dyn-1", "dev", echo.addr());
     consul.register(&dyn_reg);
     let token = |key: &TestKey| key.token(&claims(ISS, &[]));
@@ -322,7 +353,8 @@ fn soak(driver: &str) {
 
     // Chaos on this thread, one step every ~2 s in a fixed cycle until the time is up.
     let started = Instant::now();
-    let (mut step, mut reloads, mut rotations, mut flips, mut deaths) = (0u64, 0usize, 0usize, 0usize, 0usize);
+    let (mut step, mut reloads, mut rotations, mut flips, mut deaths) =
+        (0u64, 0usize, 0usize, 0usize, 0usize);
     let mut extra = false;
     while started.elapsed() < Duration::from_secs(secs) {
         thread::sleep(Duration::from_secs(2));
@@ -353,12 +385,18 @@ fn soak(driver: &str) {
                 // Key rotation: publish old + new, the new key's token must be accepted
                 // (early refresh on the unknown kid), clients switch, the old key goes.
                 let cur = stats.signer.load(Ordering::SeqCst);
-                let (old, new) = if cur == 0 { (&k.rsa, &k.rotated) } else { (&k.rotated, &k.rsa) };
+                let (old, new) = if cur == 0 {
+                    (&k.rsa, &k.rotated)
+                } else {
+                    (&k.rotated, &k.rsa)
+                };
                 jwks.set_body(jwks_document(&[old, new]));
                 let auth = format!("Bearer {}", tokens[1 - cur]);
-                eventually("the rotated key's token is accepted", Duration::from_secs(10), || {
-                    try_ws_connect(addr, "/capi/secure/dev", &[("Authorization", &auth)]).is_ok()
-                });
+                eventually(
+                    "the rotated key's token is accepted",
+                    Duration::from_secs(10),
+                    || try_ws_connect(addr, "/capi/secure/dev", &[("Authorization", &auth)]).is_ok(),
+                );
                 stats.signer_epoch.fetch_add(1, Ordering::SeqCst);
                 stats.signer.store(1 - cur, Ordering::SeqCst);
                 thread::sleep(Duration::from_millis(200));
@@ -370,7 +408,11 @@ fn soak(driver: &str) {
                 // Reload: the file gains or loses extra/dev; SIGHUP.
                 extra = !extra;
                 let before = gw.logs().matches("configuration reloaded").count();
-                std::fs::write(gw.config_path(), with_loopback_admin(&gateway_yaml(&base, &consul, &jwks, extra))).unwrap();
+                std::fs::write(
+                    gw.config_path(),
+                    with_loopback_admin(&gateway_yaml(&base, &consul, &jwks, extra)),
+                )
+                .unwrap();
                 gw.process.signal(libc::SIGHUP);
                 eventually("configuration reloaded", Duration::from_secs(10), || {
                     gw.logs().matches("configuration reloaded").count() > before
@@ -388,7 +430,11 @@ fn soak(driver: &str) {
     let mut rng = Rng(7);
     for (i, ws) in idle.iter_mut().enumerate() {
         if let Err(e) = echo_rounds(ws, &mut rng, 1, &stats) {
-            stats.unexpected.lock().unwrap().push(format!("idle connection {i}: {e}"));
+            stats
+                .unexpected
+                .lock()
+                .unwrap()
+                .push(format!("idle connection {i}: {e}"));
         }
     }
     for mut ws in idle.drain(..) {
@@ -419,16 +465,32 @@ fn soak(driver: &str) {
         unexpected.len(),
         expected.len(),
     );
-    for e in expected.iter().take(10) {
-        println!("  expected: {e}");
+    // Expected errors, grouped by reason and refusal (the reason is the bracketed prefix).
+    let mut groups: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for e in &expected {
+        let key = match e.find("handshake refused: ") {
+            Some(at) => format!("{} {}", &e[..e.find(']').map_or(0, |i| i + 1)], &e[at..]),
+            None => e.clone(),
+        };
+        *groups.entry(key).or_default() += 1;
     }
-    assert!(unexpected.is_empty(), "unexpected client errors:\n{}", unexpected.join("\n"));
+    for (what, n) in &groups {
+        println!("  expected x{n}: {what}");
+    }
+    assert!(
+        unexpected.is_empty(),
+        "unexpected client errors:\n{}",
+        unexpected.join("\n")
+    );
     assert!(stats.connections.load(Ordering::Relaxed) > 0 && stats.bytes.load(Ordering::Relaxed) > 0);
     assert!(fd_after <= fd_limit, "descriptors {fd_before} -> {fd_after}");
     assert!(rss_after <= rss_limit, "RSS {rss_before} KiB -> {rss_after} KiB");
     let logs = gw.logs();
     assert!(!logs.contains("panicked"), "a panic in the gateway logs:\n{logs}");
-    assert!(!echo.process.logs().contains("panicked"), "a panic in the echo node's logs");
+    assert!(
+        !echo.process.logs().contains("panicked"),
+        "a panic in the echo node's logs"
+    );
 }
 
 #[test]

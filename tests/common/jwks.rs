@@ -272,10 +272,18 @@ fn serve(mut conn: TcpStream, state: &ServerState) {
     state.received.fetch_add(1, Ordering::SeqCst);
     let mode = state.mode.lock().unwrap().clone();
     let (status, content_type, body) = match mode {
-        Mode::Normal => (200, "application/json".to_owned(), state.body.lock().unwrap().clone()),
+        Mode::Normal => (
+            200,
+            "application/json".to_owned(),
+            state.body.lock().unwrap().clone(),
+        ),
         Mode::Slow(delay) => {
             thread::sleep(delay);
-            (200, "application/json".to_owned(), state.body.lock().unwrap().clone())
+            (
+                200,
+                "application/json".to_owned(),
+                state.body.lock().unwrap().clone(),
+            )
         }
         Mode::Garbage {
             status,
