@@ -121,14 +121,18 @@ impl KillableNode {
         for c in self.conns.lock().unwrap().drain(..) {
             let _ = c.shutdown(std::net::Shutdown::Both);
         }
-        thread::sleep(Duration::from_millis(20)); // the acceptor drops the listener
     }
 
+    /// Back on the same port, once the old acceptor has dropped its listener (bounded).
     fn revive(&self) {
+        let started = Instant::now();
         let listener = loop {
             match TcpListener::bind(self.addr) {
                 Ok(l) => break l,
-                Err(_) => thread::sleep(Duration::from_millis(20)),
+                Err(_) if started.elapsed() < Duration::from_secs(5) => {
+                    thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("rebinding {}: {e}", self.addr),
             }
         };
         self.up.store(true, Ordering::SeqCst);
@@ -332,7 +336,8 @@ fn soak(driver: &str) {
             .all(|p| try_ws_connect(addr, p, &[]).is_ok())
             && try_ws_connect(addr, "/capi/secure/dev", &[("Authorization", &auth)]).is_ok()
     });
-    // Baseline: after one connection of each kind (worker buffers, pipes, token cache).
+    // Baseline: after one connection of each kind (worker buffers, pipes, token cache), once
+    // the gateway has closed the probes' sockets (no signal for that: a short pause).
     thread::sleep(Duration::from_millis(300));
     let (fd_before, rss_before) = (gw.process.fd_count(), vm_rss_kib(gw.pid()));
 
