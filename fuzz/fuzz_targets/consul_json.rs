@@ -31,8 +31,10 @@ fuzz_target!(|data: &[u8]| {
             instances.push(i);
         }
     }
-    let mut settings = Settings::default();
-    settings.mode = Mode::Full;
+    let settings = Settings {
+        mode: Mode::Full,
+        ..Settings::default()
+    };
     let snap = build_snapshot(&settings, instances, &fake_resolve);
     for (key, &i) in &snap.by_route {
         assert!(snap.services[i].routable, "route {key} to an unroutable service");
