@@ -47,3 +47,4 @@ clean:
 
 # Fuzzing (fuzz/): `make fuzz`, `make fuzz-quick`; targets live in fuzz/fuzz.mk.
 -include fuzz/fuzz.mk
+-include soak.mk

@@ -6,8 +6,8 @@
 #   make fuzz                      each target FUZZ_SECONDS (default 60)
 #   make fuzz-quick                each target 10 s
 #   make fuzz FUZZ_TARGETS=route_forward FUZZ_SECONDS=3600 FUZZ_JOBS=2
-# Slots for after the merges: token_extract, jwt_claims, consul_json (see fuzz/Cargo.toml).
-FUZZ_TARGETS ?= request_head route_forward upstream_response config_load echo_frame table_build
+FUZZ_TARGETS ?= request_head route_forward upstream_response config_load echo_frame table_build \
+                token_extract jwt_claims consul_json
 FUZZ_SECONDS ?= 60
 FUZZ_JOBS    ?= 1
 FUZZ_ENV     := RUSTC_BOOTSTRAP=1

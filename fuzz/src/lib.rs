@@ -127,3 +127,67 @@ pub fn check_forward(head: &RequestHead, m: &RouteMatch, snap: &Snapshot) {
     let host = req.headers.iter().find(|h| h.name.eq_ignore_ascii_case("host"));
     assert_eq!(host.map(|h| h.value), Some(&b"10.0.0.7:9001"[..]), "{text:?}");
 }
+
+/// The Ed25519 key the `jwt_claims` target signs with (a throw-away test key, PKCS#8 PEM).
+pub const FUZZ_ED25519_PEM: &str = "-----BEGIN PRIVATE KEY-----\n\
+MC4CAQAwBQYDK2VwBCIEIOwkasoywMAUBUyqi2lPcIAOUUmgwWNDETtmy9eOkYIe\n\
+-----END PRIVATE KEY-----\n";
+/// Its public half as a JWK `x`, published under kid `fz-ed`.
+pub const FUZZ_ED25519_X: &str = "yDJPJpsVafRNyfVN9BXxf2fw-t7rc6prGiEV--XQcMk";
+/// The issuer the fixed key set binds its source to.
+pub const FUZZ_ISSUER: &str = "https://kc.test/realms/fz";
+
+/// A fixed key set the way the control plane builds one from a JWKS: the Ed25519 key above
+/// (bound to [`FUZZ_ISSUER`] and audience `web`) plus a kid-less EC P-256 key from a second,
+/// unbound source, so tokens without a `kid` have several candidates.
+pub fn fixed_key_set() -> capi_ws::keys::KeySet {
+    use capi_ws::config::KeySource;
+    use capi_ws::keys::{parse_key_document, KeySet};
+    use std::sync::Arc;
+    let ed = format!(
+        r#"{{"keys":[{{"kid":"fz-ed","kty":"OKP","crv":"Ed25519","alg":"EdDSA","use":"sig","x":"{FUZZ_ED25519_X}"}}]}}"#
+    );
+    let ec = r#"{"keys":[{"kty":"EC","crv":"P-256","use":"sig",
+        "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+        "y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#;
+    let sources = [
+        KeySource {
+            source: "http://127.0.0.1/fz".into(),
+            issuer: Some(FUZZ_ISSUER.into()),
+            audience: Some("web".into()),
+        },
+        KeySource {
+            source: "http://127.0.0.1/ec".into(),
+            issuer: None,
+            audience: None,
+        },
+    ];
+    let loaded = [ed.as_bytes(), ec.as_bytes()]
+        .iter()
+        .map(|doc| parse_key_document(doc).ok().map(Arc::new))
+        .collect::<Vec<_>>();
+    assert!(loaded.iter().all(Option::is_some), "fixed JWKS must parse");
+    KeySet::build(1, &sources, &loaded)
+}
+
+/// What `verify` may answer with: exactly the metric reasons of DESIGN §12.
+pub const VERIFY_REASONS: [&str; 7] = [
+    "malformed",
+    "algorithm",
+    "unknown_key",
+    "signature",
+    "issuer",
+    "audience",
+    "no_keys",
+];
+
+/// The invariants of a verified token's subscriptions: trimmed, sorted, unique, non-empty.
+pub fn check_subscriptions(subs: &[String]) {
+    for w in subs.windows(2) {
+        assert!(w[0] < w[1], "subscriptions not sorted/unique: {subs:?}");
+    }
+    for s in subs {
+        assert!(!s.is_empty(), "empty subscription in {subs:?}");
+        assert_eq!(s.trim(), s, "subscription {s:?} not trimmed");
+    }
+}

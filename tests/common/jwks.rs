@@ -1,7 +1,8 @@
 //! JWT test doubles (DESIGN §5): generated signing keys (RSA 2048 and EC P-256, made once per
 //! test binary), tokens signed by hand (so tests can also forge bad ones: `alg: none`, HS256
 //! keyed with the RSA public key), and a JWKS HTTP server on 127.0.0.1:0 serving the public
-//! keys in Keycloak's certs shape, with switchable keys and an up/down switch.
+//! keys in Keycloak's certs shape, with switchable keys and an up/down switch, and fault modes
+//! (slow answers, garbage bodies) for the provider-fault tests.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -166,10 +167,29 @@ pub fn jwks_document(keys: &[&TestKey]) -> String {
     json!({ "keys": list }).to_string()
 }
 
+/// How the double answers while up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `200` with the current document.
+    Normal,
+    /// The current document, but only after this delay (longer than the gateway's client
+    /// timeout: the gateway gives up first).
+    Slow(Duration),
+    /// `<status>` with this `Content-Type` and body instead of the document.
+    Garbage {
+        status: u16,
+        content_type: String,
+        body: String,
+    },
+}
+
 struct ServerState {
     body: Mutex<String>,
     up: AtomicBool,
     requests: AtomicUsize,
+    mode: Mutex<Mode>,
+    /// Every request received (whatever the answer).
+    received: AtomicUsize,
 }
 
 /// A JWKS endpoint on loopback: `GET <any path>` answers the current document while up;
@@ -187,6 +207,8 @@ impl JwksServer {
             body: Mutex::new(body),
             up: AtomicBool::new(true),
             requests: AtomicUsize::new(0),
+            mode: Mutex::new(Mode::Normal),
+            received: AtomicUsize::new(0),
         });
         let s = Arc::clone(&state);
         thread::Builder::new()
@@ -222,6 +244,16 @@ impl JwksServer {
     pub fn requests(&self) -> usize {
         self.state.requests.load(Ordering::SeqCst)
     }
+
+    /// Switch how requests are answered from now on.
+    pub fn set_mode(&self, mode: Mode) {
+        *self.state.mode.lock().unwrap() = mode;
+    }
+
+    /// Requests received so far (answered or not, in any mode).
+    pub fn received(&self) -> usize {
+        self.state.received.load(Ordering::SeqCst)
+    }
 }
 
 fn serve(mut conn: TcpStream, state: &ServerState) {
@@ -237,10 +269,33 @@ fn serve(mut conn: TcpStream, state: &ServerState) {
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
-    let body = state.body.lock().unwrap().clone();
-    state.requests.fetch_add(1, Ordering::SeqCst);
+    state.received.fetch_add(1, Ordering::SeqCst);
+    let mode = state.mode.lock().unwrap().clone();
+    let (status, content_type, body) = match mode {
+        Mode::Normal => (
+            200,
+            "application/json".to_owned(),
+            state.body.lock().unwrap().clone(),
+        ),
+        Mode::Slow(delay) => {
+            thread::sleep(delay);
+            (
+                200,
+                "application/json".to_owned(),
+                state.body.lock().unwrap().clone(),
+            )
+        }
+        Mode::Garbage {
+            status,
+            content_type,
+            body,
+        } => (status, content_type, body),
+    };
+    if status == 200 && body == *state.body.lock().unwrap() {
+        state.requests.fetch_add(1, Ordering::SeqCst);
+    }
     let resp = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = conn.write_all(resp.as_bytes());
