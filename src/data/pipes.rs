@@ -2,7 +2,8 @@
 //! A relay direction takes a pipe when bytes arrive and gives it back once the pipe is drained,
 //! so an idle relayed connection holds no pipe: only its two sockets. One pool per worker
 //! thread (`!Send`): `RefCell`/`Cell`, no locks, no atomics. A pipe that may still hold bytes
-//! must be dropped (closed), never given back.
+//! must be dropped (closed), never given back. The pool also owns the worker's scratch buffer
+//! for copied (small) relay reads.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -13,6 +14,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 /// bigger pipe costs pinned kernel memory per in-flight connection and nothing was measured
 /// that says it pays.
 pub const PIPE_BYTES: usize = 64 * 1024;
+
+/// Bytes of a worker's scratch buffer for copied relay reads. A read that fills it switches its
+/// direction to splice (DESIGN §2: copy small reads, splice large transfers).
+pub const SCRATCH_BYTES: usize = 16 * 1024;
 
 /// A kernel pipe used as the splice buffer between two sockets: both ends non-blocking and
 /// close-on-exec. Dropping it closes both ends (and discards whatever it still holds).
@@ -67,6 +72,9 @@ pub struct PipePool {
     idle: RefCell<Vec<Pipe>>,
     max_idle: usize,
     created: Cell<u64>,
+    /// The worker's copy buffer, shared by all its relays: each use is one `recv` + `send` with
+    /// no await between them, so it is free again before any other task runs.
+    scratch: RefCell<Box<[u8]>>,
 }
 
 /// Upper bound on the idle list's up-front capacity, so a huge `max_idle` does not allocate
@@ -80,6 +88,7 @@ impl PipePool {
             idle: RefCell::new(Vec::with_capacity(max_idle.min(MAX_PREALLOC))),
             max_idle,
             created: Cell::new(0),
+            scratch: RefCell::new(vec![0u8; SCRATCH_BYTES].into_boxed_slice()),
         }
     }
 
@@ -102,6 +111,12 @@ impl PipePool {
         if idle.len() < self.max_idle {
             idle.push(p);
         }
+    }
+
+    /// The worker's scratch buffer ([`SCRATCH_BYTES`]). Hold the borrow only across
+    /// synchronous code, never across an await.
+    pub fn scratch(&self) -> std::cell::RefMut<'_, Box<[u8]>> {
+        self.scratch.borrow_mut()
     }
 
     /// Pipes currently idle in the pool.

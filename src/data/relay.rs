@@ -1,8 +1,9 @@
-//! Phase 11 (DESIGN §2): relay bytes between the client and the node until both directions end,
-//! with `splice(2)` socket → pipe → socket. Waits for readiness through the runtime (an io_uring
-//! poll or epoll, never an io_uring `SPLICE`: that parks a kernel `iou-wrk` thread per idle
-//! direction) and splices directly, non-blocking, until `EAGAIN`. Pipes come from the worker's
-//! [`PipePool`] only while bytes move. Never parses WebSocket frames; never drops read bytes.
+//! Phase 11 (DESIGN §2): relay bytes between the client and the node until both directions end.
+//! Small reads are copied (`recv` into the worker's scratch buffer, `send` at once); a read that
+//! fills the buffer switches the direction to `splice(2)` socket → pipe → socket until reads get
+//! short again. Waits for readiness through the runtime (an io_uring poll or epoll, never an
+//! io_uring `SPLICE`: that parks a kernel `iou-wrk` thread per idle direction). Pipes come from
+//! the worker's [`PipePool`] only while bytes move. Never parses frames; never drops read bytes.
 
 use std::cell::Cell;
 use std::future::{poll_fn, Future};
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
 
-use crate::data::pipes::{Pipe, PipePool, PIPE_BYTES};
+use crate::data::pipes::{Pipe, PipePool, PIPE_BYTES, SCRATCH_BYTES};
 
 /// Consecutive full reads one direction makes before yielding to the worker's other tasks: a
 /// sender faster than the relay would otherwise never hit `EAGAIN` and starve the worker.
@@ -100,9 +101,10 @@ pub struct RelayOutcome {
 /// or `stop` resolving (used later for drain and token expiry). Every byte read is written
 /// before a direction is considered done; nothing buffered is dropped on a clean EOF.
 ///
-/// Both sockets are switched to `O_NONBLOCK` and, from here on, touched only by raw syscalls:
-/// after `relay` returns, close them; do not read or write them through monoio ops (on the
-/// io_uring driver monoio expects blocking sockets). `TCP_NODELAY` is the caller's business.
+/// From here on both sockets are touched only by raw syscalls (copies use `MSG_DONTWAIT`; the
+/// first splice switches both to `O_NONBLOCK`, which splice needs): after `relay` returns, close
+/// them; do not read or write them through monoio ops (on the io_uring driver monoio expects
+/// blocking sockets). `TCP_NODELAY` is the caller's business.
 pub async fn relay<S: Future<Output = ()>>(
     client: &TcpStream,
     node: &TcpStream,
@@ -110,16 +112,7 @@ pub async fn relay<S: Future<Output = ()>>(
     idle_timeout: Option<Duration>,
     stop: S,
 ) -> RelayOutcome {
-    for (stream, end) in [(client, RelayEnd::ClientError), (node, RelayEnd::NodeError)] {
-        if let Err(err) = set_nonblocking(stream.as_raw_fd()) {
-            tracing::debug!(end = end.as_str(), error = %err, "relay: cannot set O_NONBLOCK");
-            return RelayOutcome {
-                bytes_up: 0,
-                bytes_down: 0,
-                end,
-            };
-        }
-    }
+    let nonblocking = Cell::new(false);
     let bytes_up = Cell::new(0u64);
     let bytes_down = Cell::new(0u64);
     let last_active = Cell::new(Instant::now());
@@ -130,6 +123,7 @@ pub async fn relay<S: Future<Output = ()>>(
         pool,
         moved: &bytes_up,
         last_active: &last_active,
+        nonblocking: &nonblocking,
     };
     let down = Half {
         dir: Direction::Down,
@@ -138,6 +132,7 @@ pub async fn relay<S: Future<Output = ()>>(
         pool,
         moved: &bytes_down,
         last_active: &last_active,
+        nonblocking: &nonblocking,
     };
 
     let end = {
@@ -198,6 +193,9 @@ struct Half<'a> {
     /// NOTE: one clock read (vDSO, no syscall) per successful splice, next to a splice syscall
     /// that costs far more; it spares a timer per read.
     last_active: &'a Cell<Instant>,
+    /// Shared by both directions: both sockets are `O_NONBLOCK` (set before the first splice;
+    /// a connection that only ever copies never pays the two `ioctl`s).
+    nonblocking: &'a Cell<bool>,
 }
 
 /// Which socket of a direction failed.
@@ -223,8 +221,8 @@ struct Failure {
 
 /// What one read from the source gave.
 enum Fill {
-    /// Bytes were read and have all been written to the destination.
-    Moved,
+    /// This many bytes were read and have all been written to the destination.
+    Moved(usize),
     /// Nothing to read now (`EAGAIN`).
     Empty,
     /// End of stream.
@@ -238,12 +236,32 @@ impl Half<'_> {
         // to the pool as soon as the source has nothing, so an idle direction holds no pipe.
         let mut pipe: Option<Pipe> = None;
         let mut reads_this_turn = 0u32;
+        // Copy while reads are small, splice while they fill the scratch buffer (DESIGN §2:
+        // for small messages a pipe round trip costs more than two copies).
+        let mut large = false;
         loop {
-            // NOTE: the one place a copy-vs-splice choice per read would go (DESIGN §2: small
-            // reads may be copied through a per-worker buffer if `make bench` shows it wins);
-            // only splice exists now.
-            match self.splice_once(&mut pipe).await? {
-                Fill::Moved => {
+            let fill = if large {
+                self.splice_once(&mut pipe).await?
+            } else {
+                self.copy_once().await?
+            };
+            match fill {
+                Fill::Moved(n) => {
+                    large = n >= SCRATCH_BYTES;
+                    if !large {
+                        // A short read drained the socket as far as this read could tell: wait
+                        // for readiness instead of paying a read that would return EAGAIN (the
+                        // wait re-checks, so bytes that arrived meanwhile are not missed).
+                        reads_this_turn = 0;
+                        if let Some(p) = pipe.take() {
+                            self.pool.give(p);
+                        }
+                        self.src
+                            .readable(false)
+                            .await
+                            .map_err(|err| Failure { side: Side::Src, err })?;
+                        continue;
+                    }
                     reads_this_turn += 1;
                     if reads_this_turn >= READS_BEFORE_YIELD {
                         reads_this_turn = 0;
@@ -271,9 +289,77 @@ impl Half<'_> {
         }
     }
 
+    /// One `recv` into the worker's scratch buffer and an immediate `send` of what it got, with
+    /// no await in between (so the shared buffer is free again before any other task runs).
+    /// What the destination does not take now is moved to a spill of at most
+    /// [`SCRATCH_BYTES`] owned by this direction, written out before the next read.
+    async fn copy_once(&self) -> Result<Fill, Failure> {
+        let (n, spill) = {
+            let mut scratch = self.pool.scratch();
+            let buf = &mut scratch[..];
+            let n = match recv(self.src.as_raw_fd(), buf) {
+                Ok(0) => return Ok(Fill::Eof),
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(Fill::Empty),
+                Err(err) => return Err(Failure { side: Side::Src, err }),
+            };
+            self.last_active.set(Instant::now());
+            let sent = match send(self.dst.as_raw_fd(), &buf[..n]) {
+                Ok(k) => k,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(err) => return Err(Failure { side: Side::Dst, err }),
+            };
+            self.moved.set(self.moved.get() + sent as u64);
+            (n, (sent < n).then(|| buf[sent..n].to_vec()))
+        };
+        if let Some(spill) = spill {
+            self.write_spill(&spill).await?;
+        }
+        Ok(Fill::Moved(n))
+    }
+
+    /// Write a spill (bytes read but not yet taken by the destination), waiting for it to be
+    /// writable; the direction reads nothing more until it is out, which bounds its memory.
+    async fn write_spill(&self, mut left: &[u8]) -> Result<(), Failure> {
+        let dst = self.dst.as_raw_fd();
+        while !left.is_empty() {
+            self.dst
+                .writable(false)
+                .await
+                .map_err(|err| Failure { side: Side::Dst, err })?;
+            match send(dst, left) {
+                Ok(0) => {
+                    let err = io::Error::new(io::ErrorKind::WriteZero, "send wrote 0 bytes");
+                    return Err(Failure { side: Side::Dst, err });
+                }
+                Ok(n) => {
+                    left = &left[n..];
+                    self.moved.set(self.moved.get() + n as u64);
+                    self.last_active.set(Instant::now());
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) => return Err(Failure { side: Side::Dst, err }),
+            }
+        }
+        Ok(())
+    }
+
+    /// Switch both sockets to `O_NONBLOCK` once per relay (splice has no per-call flag for the
+    /// socket side).
+    fn ensure_nonblocking(&self) -> Result<(), Failure> {
+        if self.nonblocking.get() {
+            return Ok(());
+        }
+        set_nonblocking(self.src.as_raw_fd()).map_err(|err| Failure { side: Side::Src, err })?;
+        set_nonblocking(self.dst.as_raw_fd()).map_err(|err| Failure { side: Side::Dst, err })?;
+        self.nonblocking.set(true);
+        Ok(())
+    }
+
     /// One splice from the source into the (empty) pipe, then drain the pipe into the
     /// destination. The pipe is taken from the pool first if this direction holds none.
     async fn splice_once(&self, slot: &mut Option<Pipe>) -> Result<Fill, Failure> {
+        self.ensure_nonblocking()?;
         let pipe = match slot.take() {
             Some(p) => p,
             None => self.take_pipe().await,
@@ -288,7 +374,7 @@ impl Half<'_> {
         };
         self.last_active.set(Instant::now());
         self.drain(pipe, n).await?;
-        Ok(Fill::Moved)
+        Ok(Fill::Moved(n))
     }
 
     /// Write the `left` bytes in `pipe` to the destination, waiting for it to be writable.
@@ -405,6 +491,47 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
                 std::ptr::null_mut(),
                 len,
                 libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// `recv(2)` into `buf` without blocking (`MSG_DONTWAIT`, whatever the socket's mode); retries
+/// `EINTR`.
+fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `fd` is a socket owned by a `TcpStream` the caller borrows for the call; `buf`
+        // is valid and writable for `buf.len()` bytes.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// `send(2)` from `buf` without blocking and without `SIGPIPE` (`EPIPE` instead); retries
+/// `EINTR`.
+fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `fd` is a socket owned by a `TcpStream` the caller borrows for the call; `buf`
+        // is valid and readable for `buf.len()` bytes.
+        let n = unsafe {
+            libc::send(
+                fd,
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
             )
         };
         if n >= 0 {
@@ -941,7 +1068,7 @@ mod tests {
     #[test]
     fn stop_future_ends_the_relay() {
         // 1. Bytes move both ways. 2. `stop` fires: the relay ends Stopped with the counts,
-        //    and every pipe is back in the pool (none was in flight).
+        //    and no pipe was made: small reads are copied through the worker's scratch buffer.
         on_both_drivers(|_| async {
             let l = Listeners::new();
             let Link {
@@ -962,8 +1089,7 @@ mod tests {
             let (out, ()) = join(relay(&gw_client, &gw_node, &pool, None, stop.wait()), scenario).await;
             assert_eq!(out.end, RelayEnd::Stopped);
             assert_eq!((out.bytes_up, out.bytes_down), (3, 4));
-            assert!(pool.created() >= 1);
-            assert_eq!(pool.idle() as u64, pool.created(), "a pipe was not given back");
+            assert_eq!(pool.created(), 0, "small reads took a pipe");
         });
     }
 
@@ -1038,8 +1164,60 @@ mod tests {
     }
 
     #[test]
+    fn small_and_large_writes_keep_order_across_copy_and_splice() {
+        // 1. The client writes a sequence of chunks whose sizes alternate between small (copied)
+        //    and larger than the scratch buffer (spliced), then half-closes.
+        // 2. The node receives exactly the concatenation, in order; the relay ends Closed after
+        //    the node half-closes too; the large chunks used a pipe and gave it back.
+        on_both_drivers(|kind| async move {
+            let l = Listeners::new();
+            let Link {
+                client,
+                gw_client,
+                gw_node,
+                node,
+            } = link(&l).await;
+            let pool = PipePool::new(8);
+            let sizes = [1usize, 64, 3 * SCRATCH_BYTES + 17, 5, 4096, 200 * 1024, 2, 100];
+            let total: usize = sizes.iter().sum();
+            let data = pattern(total, 7);
+            let (mut c_rd, mut c_wr) = client.into_split();
+            let (mut n_rd, mut n_wr) = node.into_split();
+            let c_send = async {
+                let mut at = 0;
+                for n in sizes {
+                    send(&mut c_wr, data[at..at + n].to_vec()).await;
+                    at += n;
+                }
+                c_wr.shutdown().await.unwrap();
+            };
+            let n_close = async {
+                let got = recv_to_eof(&mut n_rd).await;
+                n_wr.shutdown().await.unwrap();
+                got
+            };
+            let (out, ((), at_node, at_client)) = join(
+                relay(&gw_client, &gw_node, &pool, None, std::future::pending()),
+                futures_util::future::join3(c_send, n_close, recv_to_eof(&mut c_rd)),
+            )
+            .await;
+            assert!(at_node == data, "{}: bytes differ or out of order", kind.as_str());
+            assert!(at_client.is_empty());
+            assert_eq!(out.end, RelayEnd::Closed);
+            assert_eq!(out.bytes_up, total as u64);
+            assert!(
+                pool.created() >= 1,
+                "{}: large chunks were not spliced",
+                kind.as_str()
+            );
+            assert_eq!(pool.idle() as u64, pool.created(), "a pipe was not given back");
+        });
+    }
+
+    #[test]
     fn sequential_relays_reuse_pipes() {
-        // 1. 30 relays one after another, each moving 10 KiB both ways and closing cleanly.
+        // 1. 30 relays one after another, each moving 200 KiB both ways (large enough to switch
+        //    to splice) and closing cleanly.
         // 2. After each, the pool holds at least one idle pipe; overall at most two were made.
         on_both_drivers(|kind| async move {
             let l = Listeners::new();
@@ -1054,11 +1232,11 @@ mod tests {
                 let (mut c_rd, mut c_wr) = client.into_split();
                 let (mut n_rd, mut n_wr) = node.into_split();
                 let c_send = async {
-                    send(&mut c_wr, vec![b'u'; 10 * 1024]).await;
+                    send(&mut c_wr, vec![b'u'; 200 * 1024]).await;
                     c_wr.shutdown().await.unwrap();
                 };
                 let n_send = async {
-                    send(&mut n_wr, vec![b'd'; 10 * 1024]).await;
+                    send(&mut n_wr, vec![b'd'; 200 * 1024]).await;
                     n_wr.shutdown().await.unwrap();
                 };
                 let (out, ((), (), at_client, at_node)) = join(
@@ -1068,7 +1246,7 @@ mod tests {
                 .await;
                 assert_eq!(
                     (at_client.len(), at_node.len()),
-                    (10 * 1024, 10 * 1024),
+                    (200 * 1024, 200 * 1024),
                     "relay {i}"
                 );
                 assert_eq!(out.end, RelayEnd::Closed, "relay {i}");

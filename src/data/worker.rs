@@ -28,6 +28,10 @@ const PIPE_POOL_IDLE: usize = 256;
 /// Accept back-off when out of descriptors or memory: starts here, doubles, capped below.
 const ACCEPT_BACKOFF_START: Duration = Duration::from_millis(5);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// Accepts a worker keeps in flight on io_uring (one per accept loop on the same listener): with
+/// one, every accepted connection waits for a completion → task → resubmission round trip under
+/// churn. epoll drains the backlog on one readiness event, so it runs a single loop.
+const URING_ACCEPTS: usize = 8;
 
 /// Per-worker state shared by the accept loop and this worker's connection tasks (never
 /// crosses threads).
@@ -210,7 +214,13 @@ fn run_worker(
         let watcher = Rc::clone(&ctx);
         let global = Arc::clone(&stop);
         monoio::spawn(async move { watcher.stop.run_watch(&global).await });
-        run_accept(Rc::clone(&ctx), listener).await;
+        let loops = if driver == DriverKind::IoUring {
+            URING_ACCEPTS
+        } else {
+            1
+        };
+        futures_util::future::join_all((0..loops).map(|_| run_accept(Rc::clone(&ctx), &listener))).await;
+        drop(listener);
         stop.listener_closed();
         tracing::info!(worker = id, "listener closed (draining)");
         // Keep the runtime alive for the connections still open; the signal thread exits the
@@ -224,8 +234,8 @@ fn run_worker(
     }
 }
 
-/// Accept until the drain starts; then the listener is dropped (closed) so the port is free.
-async fn run_accept(ctx: Rc<WorkerCtx>, listener: monoio::net::TcpListener) {
+/// Accept until the drain starts; then the caller drops (closes) the listener so the port is free.
+async fn run_accept(ctx: Rc<WorkerCtx>, listener: &monoio::net::TcpListener) {
     let mut backoff = ACCEPT_BACKOFF_START;
     let mut starved = false;
     loop {
