@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::ops::TrustedProxy;
+use crate::data::upstream::is_access_token_key;
 
 /// Longest path kept in a line (the rest is cut, marked with `...`): keeps the line < PIPE_BUF.
 pub const MAX_LOGGED_PATH: usize = 2048;
@@ -53,7 +54,8 @@ pub fn redact_target(target: &str) -> String {
                     out.push('&');
                 }
                 match pair.split_once('=') {
-                    Some((name, _)) if name == "access_token" => {
+                    // Same rule as the forwarder: the percent-decoded name (`access%5Ftoken` too).
+                    Some((name, _)) if is_access_token_key(name.as_bytes()) => {
                         out.push_str(name);
                         out.push('=');
                         out.push_str(REDACTED);
@@ -283,5 +285,12 @@ mod tests {
         for (name, days, want) in cases {
             assert_eq!(civil_from_days(*days), *want, "case {name}");
         }
+    }
+
+    #[test]
+    fn percent_encoded_token_name_is_redacted_too() {
+        let line = redact_target("/capi/a/b?x=1&access%5Ftoken=SECRET&%61ccess_token=S2");
+        assert!(!line.contains("SECRET") && !line.contains("S2"), "{line}");
+        assert!(line.starts_with("/capi/a/b?x=1&"), "{line}");
     }
 }

@@ -124,7 +124,7 @@ fn write_query_without_token(query: &str, out: &mut Vec<u8>) {
 
 /// Whether `key`, percent-decoded, is `access_token` (so `access%5Ftoken` is one too).
 /// A malformed escape stands for itself.
-fn is_access_token_key(key: &[u8]) -> bool {
+pub(crate) fn is_access_token_key(key: &[u8]) -> bool {
     const TOKEN: &[u8] = b"access_token";
     let mut decoded = 0;
     let mut i = 0;
