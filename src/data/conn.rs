@@ -95,7 +95,8 @@ pub async fn handle_conn(ctx: Rc<WorkerCtx>, table: Rc<LocalTable>, mut client: 
     let max = table.snap.limits.max_connections;
     if max > 0 && open.get() > max as i64 {
         // Beyond the per-worker cap: answer at once, without reading the head (issue 6).
-        let _: Option<()> = answer_reject(&mut client, Reject::Busy, &mut out).await;
+        // Boxed: a rare path whose state must not enlarge every connection's task.
+        let _: Option<()> = Box::pin(answer_reject(&mut client, Reject::Busy, &mut out)).await;
         finish(&ctx, &table, &out);
         return;
     }
@@ -146,7 +147,9 @@ fn close_at(auth: &crate::keys::Auth, token_exp: Option<u64>) -> Option<Instant>
 
 async fn expiry_stop(at: Option<Instant>) {
     match at {
-        Some(at) => monoio::time::sleep_until(monoio::time::Instant::from_std(at)).await,
+        // NOTE: boxed so that connections without an expiry (most) do not carry a timer's
+        // worth of bytes in their task for their whole life.
+        Some(at) => Box::pin(monoio::time::sleep_until(monoio::time::Instant::from_std(at))).await,
         None => std::future::pending::<()>().await,
     }
 }
