@@ -11,12 +11,11 @@ mod common;
 
 use std::io::Read;
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use tungstenite::{Message, WebSocket};
 
-use common::client::{connect, raw_request, try_ws_connect, upgrade, ws_connect};
+use common::client::{connect, raw_request, set_linger_zero, try_ws_connect, upgrade, ws_connect};
 use common::config::{service, Config};
 use common::eventually;
 use common::gateway::{EchoNode, Gateway};
@@ -28,29 +27,6 @@ const WAIT: Duration = Duration::from_secs(15);
 fn echo_once(ws: &mut WebSocket<TcpStream>, text: &str) {
     ws.send(Message::text(text)).unwrap();
     assert_eq!(ws.read().unwrap(), Message::text(text), "echo of {text:?}");
-}
-
-/// Sets SO_LINGER 0 so closing `s` sends a reset instead of a FIN.
-fn set_linger_zero(s: &TcpStream) -> Result<(), String> {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on a socket the caller owns, with a correctly sized `linger`.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(format!("SO_LINGER: {}", std::io::Error::last_os_error()))
-    }
 }
 
 fn node_reset_mid_stream(driver: &str) {

@@ -10,7 +10,6 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -18,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use tungstenite::Message;
 
-use common::client::{connect, raw_request, raw_upgrade, upgrade, ws_connect, RawResponse, Req};
+use common::client::{
+    connect, raw_request, raw_upgrade, set_linger_zero, upgrade, ws_connect, RawResponse, Req,
+};
 use common::config::{service, Config};
 use common::eventually;
 use common::gateway::Gateway;
@@ -261,25 +262,6 @@ fn garbage_gets_400_or_a_close(driver: &str) {
     assert_eq!(node.accepted(), 1, "garbage reached the node");
 }
 
-/// Sets SO_LINGER 0 so closing `s` sends a reset instead of a FIN.
-fn set_linger_zero(s: &TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on a socket this test owns, with a correctly sized `linger`.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_LINGER");
-}
-
 fn half_open_sockets(driver: &str) {
     // 1. half a head, then the client's write side shut: closed at once, no answer, nothing
     //    reaches the node;
@@ -318,7 +300,7 @@ fn half_open_sockets(driver: &str) {
 
     let mut other = raw_upgrade(gw.ws_addr(), &upgrade(ROUTE), &[]);
     let resetter = raw_upgrade(gw.ws_addr(), &upgrade(ROUTE), &[]);
-    set_linger_zero(&resetter.stream);
+    set_linger_zero(&resetter.stream).unwrap();
     drop(resetter);
     assert!(
         matches!(node.next_event(), Event::Eof),

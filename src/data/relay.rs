@@ -479,11 +479,11 @@ impl Future for YieldNow {
 /// default, so it surfaces as `EPIPE` here. A host that re-enabled `SIGPIPE` would die on the
 /// first broken relay.
 fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
-    loop {
+    retry_eintr(|| {
         // SAFETY: `from` and `to` are open descriptors borrowed for the call: the sockets are
         // owned by the caller's `TcpStream`s, which outlive `relay`, and the pipe ends by a
         // `Pipe` the calling direction holds; null offsets are required for sockets and pipes.
-        let n = unsafe {
+        unsafe {
             libc::splice(
                 from,
                 std::ptr::null_mut(),
@@ -492,48 +492,37 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
                 len,
                 libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE,
             )
-        };
-        if n >= 0 {
-            return Ok(n as usize);
         }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
+    })
 }
 
 /// `recv(2)` into `buf` without blocking (`MSG_DONTWAIT`, whatever the socket's mode); retries
 /// `EINTR`.
 fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        // SAFETY: `fd` is a socket owned by a `TcpStream` the caller borrows for the call; `buf`
-        // is valid and writable for `buf.len()` bytes.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
+    // SAFETY: `fd` is a socket owned by a `TcpStream` the caller borrows for the call; `buf` is
+    // valid and writable for `buf.len()` bytes.
+    retry_eintr(|| unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) })
 }
 
 /// `send(2)` from `buf` without blocking and without `SIGPIPE` (`EPIPE` instead); retries
 /// `EINTR`.
 fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `fd` is a socket owned by a `TcpStream` the caller borrows for the call; `buf` is
+    // valid and readable for `buf.len()` bytes.
+    retry_eintr(|| unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    })
+}
+
+/// Run a byte-count syscall until it is not interrupted: `Ok(n)` for n ≥ 0, else the OS error.
+fn retry_eintr(mut call: impl FnMut() -> isize) -> io::Result<usize> {
     loop {
-        // SAFETY: `fd` is a socket owned by a `TcpStream` the caller borrows for the call; `buf`
-        // is valid and readable for `buf.len()` bytes.
-        let n = unsafe {
-            libc::send(
-                fd,
-                buf.as_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
+        let n = call();
         if n >= 0 {
             return Ok(n as usize);
         }
@@ -675,21 +664,12 @@ mod tests {
 
     /// Abortive close: SO_LINGER 0, then close → RST.
     fn reset(s: TcpStream) {
-        let lg = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: the fd is owned by `s`, open until `s` drops below; `lg` is a valid linger.
-        let rc = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&lg as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0);
+        // SAFETY: the fd is owned by `s`, open until `s` drops below (monoio's stream has no
+        // `AsFd`, so socket2 borrows the raw descriptor for this one call).
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(s.as_raw_fd()) };
+        socket2::SockRef::from(&fd)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
         drop(s);
     }
 

@@ -367,3 +367,10 @@ impl RawWs {
         self.stream.shutdown(Shutdown::Write).unwrap();
     }
 }
+
+/// SO_LINGER 0: closing `s` then sends a reset instead of a FIN (abortive close).
+pub fn set_linger_zero(s: &std::net::TcpStream) -> Result<(), String> {
+    socket2::SockRef::from(s)
+        .set_linger(Some(Duration::ZERO))
+        .map_err(|e| format!("SO_LINGER: {e}"))
+}
