@@ -58,10 +58,7 @@ pub fn resolve_driver(choice: DriverChoice) -> Result<DriverKind, String> {
 pub fn block_on<F: Future>(kind: DriverKind, fut: F) -> io::Result<F::Output> {
     match kind {
         DriverKind::IoUring => {
-            let mut rt = RuntimeBuilder::<IoUringDriver>::new()
-                .with_entries(URING_ENTRIES)
-                .enable_timer()
-                .build()?;
+            let mut rt = build_uring()?;
             Ok(rt.block_on(fut))
         }
         DriverKind::Epoll => {
@@ -72,6 +69,41 @@ pub fn block_on<F: Future>(kind: DriverKind, fut: F) -> io::Result<F::Output> {
             Ok(rt.block_on(fut))
         }
     }
+}
+
+type UringRuntime = monoio::Runtime<monoio::time::TimeDriver<IoUringDriver>>;
+
+/// An io_uring runtime whose completions are run by the worker itself, when it waits for
+/// events (`IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN`, Linux 6.1+), instead
+/// of by a signal-style task-work interrupt per completion: every worker owns its ring and is
+/// its only submitter, so this is exact. Older kernels refuse the flags (EINVAL): then
+/// `IORING_SETUP_COOP_TASKRUN` (5.19+), then monoio's default setup.
+fn build_uring() -> io::Result<UringRuntime> {
+    let setups: [fn(&mut io_uring::Builder); 3] = [
+        |b| {
+            b.setup_single_issuer().setup_defer_taskrun();
+        },
+        |b| {
+            b.setup_coop_taskrun();
+        },
+        |_| {},
+    ];
+    let mut last = None;
+    for setup in setups {
+        let mut urb = io_uring::IoUring::builder();
+        setup(&mut urb);
+        match RuntimeBuilder::<IoUringDriver>::new()
+            .with_entries(URING_ENTRIES)
+            .uring_builder(urb)
+            .enable_timer()
+            .build()
+        {
+            Ok(rt) => return Ok(rt),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("io_uring setup failed")))
 }
 
 /// A listening socket with `SO_REUSEPORT` (and `SO_REUSEADDR`), so each worker owns one and
