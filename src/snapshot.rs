@@ -183,6 +183,8 @@ pub struct Limits {
     pub max_connections: u64,
     /// Peers whose first `X-Forwarded-For` entry the access log shows as the remote address.
     pub trusted_proxies: Vec<crate::config::ops::TrustedProxy>,
+    /// One access-log line per connection (`capi.websocket.access-log`).
+    pub access_log: bool,
     /// `Access-Control-Allow-Headers` of a preflight, pre-joined (CAPI: `,`); None = echo.
     pub cors_allow_headers: Option<String>,
 }
@@ -199,6 +201,7 @@ impl Limits {
             load_balancing: s.load_balancing,
             max_connections: s.ops.max_connections,
             trusted_proxies: s.ops.trusted_proxies.clone(),
+            access_log: s.ops.access_log,
             cors_allow_headers: (!s.ops.cors_allowed_headers.is_empty())
                 .then(|| s.ops.cors_allowed_headers.join(",")),
         }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::client::{raw_request, try_ws_connect, upgrade, ws_connect, RawResponse};
 use common::config::{service, Config};
 use common::eventually;
-use common::gateway::{EchoNode, Gateway};
+use common::gateway::{with_loopback_admin, EchoNode, Gateway};
 use serde_json::Value;
 use tungstenite::Message;
 
@@ -246,6 +246,42 @@ fn access_log(driver: &str) {
     assert!(!gw.logs().contains(secret), "token in the other logs");
 }
 
+fn access_log_can_be_turned_off_and_on_by_reload(driver: &str) {
+    // 1. `access-log: false`: a refused handshake is counted (metrics) but logs no line;
+    // 2. the file turns it on; SIGHUP; a second refused handshake logs the only line, so the
+    //    first one was not merely late (stdout is one ordered stream).
+    let node = EchoNode::start(driver);
+    let config = Config::new().with(service("echo", "dev", node.addr()).meta("type", "websocket"));
+    let gw = Gateway::start(
+        &format!("{}capi.websocket.access-log: false\n", config.yaml()),
+        driver,
+        1,
+    );
+    assert_eq!(
+        raw_request(gw.ws_addr(), &upgrade("/capi/first/dev").bytes()).status,
+        404
+    );
+    let unrouted = "capi_ws_connections_total{service=\"\",status=\"404\"}";
+    eventually("the first 404 counted", WAIT, || {
+        sample(&metrics(&gw), unrouted) == Some(1.0)
+    });
+
+    std::fs::write(gw.config_path(), with_loopback_admin(&config.yaml())).unwrap();
+    gw.process.signal(libc::SIGHUP);
+    eventually("reloaded", WAIT, || gw.logs().contains("configuration reloaded"));
+    assert_eq!(
+        raw_request(gw.ws_addr(), &upgrade("/capi/second/dev").bytes()).status,
+        404
+    );
+    eventually("one access line", WAIT, || !access_lines(&gw).is_empty());
+    eventually("the second 404 counted", WAIT, || {
+        sample(&metrics(&gw), unrouted) == Some(2.0)
+    });
+    let lines = access_lines(&gw);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["path"], "/capi/second/dev");
+}
+
 fn untrusted_forwarded_for_is_ignored(driver: &str) {
     let node = EchoNode::start(driver);
     let config = Config::new().with(service("echo", "dev", node.addr()).meta("type", "websocket"));
@@ -313,6 +349,7 @@ drivers!(
     endpoints,
     metrics_move_after_traffic,
     access_log,
+    access_log_can_be_turned_off_and_on_by_reload,
     untrusted_forwarded_for_is_ignored,
     preflight_allowed_headers,
     max_connections_per_worker,

@@ -32,6 +32,7 @@ pub mod keys {
     pub const ADMIN_ADDRESS: &str = "management.server.address";
     pub const MAX_CONNECTIONS: &str = "capi.websocket.max-connections";
     pub const TRUSTED_PROXIES: &str = "capi.websocket.trusted-proxies";
+    pub const ACCESS_LOG: &str = "capi.websocket.access-log";
     pub const CORS_ALLOWED_HEADERS: &str = "capi.gateway.cors.management.allowed-headers";
 
     // JWT authorization (issue 4, DESIGN §5): `capi.oauth2.*`.
@@ -53,7 +54,7 @@ pub mod keys {
     pub const CONSUL_RETRY_MAX_MS: &str = "capi.consul.discovery.retry-max-ms";
 
     /// Every key above, in the order `capi-ws check` prints them.
-    pub const ALL: [&str; 37] = [
+    pub const ALL: [&str; 38] = [
         MODE,
         NAMESPACE,
         STRICT,
@@ -77,6 +78,7 @@ pub mod keys {
         ADMIN_ADDRESS,
         MAX_CONNECTIONS,
         TRUSTED_PROXIES,
+        ACCESS_LOG,
         CORS_ALLOWED_HEADERS,
         // JWT authorization (issue 4)
         OAUTH2_COOKIE_NAME,

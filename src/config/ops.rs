@@ -5,7 +5,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use super::file::{keys, quote, read_text, read_text_list, read_uint, Env, FileConfig};
+use super::file::{keys, quote, read_bool, read_text, read_text_list, read_uint, Env, FileConfig};
 
 /// Default admin bind address (DESIGN §8).
 pub const DEFAULT_ADMIN_ADDRESS: &str = "0.0.0.0";
@@ -86,6 +86,8 @@ pub struct OpsSettings {
     /// `capi.websocket.trusted-proxies`: peers whose first `X-Forwarded-For` entry is logged as
     /// the remote address.
     pub trusted_proxies: Vec<TrustedProxy>,
+    /// `capi.websocket.access-log`: one JSON line per connection on stdout (default true).
+    pub access_log: bool,
     /// `capi.gateway.cors.management.allowed-headers`: `Access-Control-Allow-Headers` of the
     /// preflight answer (CAPI joins them with `,`); empty = echo the requested headers.
     pub cors_allowed_headers: Vec<String>,
@@ -97,6 +99,7 @@ impl Default for OpsSettings {
             admin_address: DEFAULT_ADMIN_ADDRESS.to_string(),
             max_connections: 0,
             trusted_proxies: Vec::new(),
+            access_log: true,
             cors_allowed_headers: Vec::new(),
         }
     }
@@ -140,6 +143,13 @@ impl OpsSettings {
                 Err(e) => problems.push(format!("{}: {e}", keys::TRUSTED_PROXIES)),
             }
         }
+        if let Some(raw) = file.get(keys::ACCESS_LOG) {
+            match read_bool(raw, env) {
+                Ok(Some(on)) => s.access_log = on,
+                Ok(None) => {}
+                Err(e) => problems.push(format!("{}: {e}", keys::ACCESS_LOG)),
+            }
+        }
         if let Some(raw) = file.get(keys::CORS_ALLOWED_HEADERS) {
             match read_text_list(raw, env) {
                 Ok(list) => {
@@ -175,6 +185,7 @@ impl OpsSettings {
         }
         let proxies: Vec<String> = self.trusted_proxies.iter().map(|p| p.to_string()).collect();
         writeln!(f, "{}: [{}]", keys::TRUSTED_PROXIES, proxies.join(", "))?;
+        writeln!(f, "{}: {}", keys::ACCESS_LOG, self.access_log)?;
         writeln!(
             f,
             "{}: [{}]",
@@ -231,6 +242,12 @@ mod tests {
                 "capi.websocket.trusted-proxies: \"1.1.1.1, 2.2.2.2\"",
                 |s| s.trusted_proxies.len() == 2,
             ),
+            ("access_log_off", "capi.websocket.access-log: false", |s| {
+                !s.access_log
+            }),
+            ("access_log_on", "capi.websocket.access-log: \"true\"", |s| {
+                s.access_log
+            }),
             (
                 "cors",
                 "capi.gateway.cors.management.allowed-headers: [Origin, Authorization]",
@@ -271,6 +288,11 @@ mod tests {
                 "proxy_prefix",
                 "capi.websocket.trusted-proxies: [\"1.2.3.4/33\"]",
                 "capi.websocket.trusted-proxies:",
+            ),
+            (
+                "access_log_word",
+                "capi.websocket.access-log: maybe",
+                "capi.websocket.access-log:",
             ),
             (
                 "cors_bad",

@@ -188,24 +188,37 @@ fn finish(ctx: &WorkerCtx, table: &LocalTable, out: &Outcome) {
         reason = out.reason,
         "connection closed"
     );
+    if table.snap.limits.access_log {
+        write_access_line(
+            ctx,
+            out,
+            svc.map_or("", |s| s.label.as_str()),
+            node.unwrap_or(""),
+            now,
+        );
+    }
+    counters.open.add(-1);
+}
+
+/// The connection's access-log line: the worker's own buffer (no allocation once warm, no
+/// lock), one write(2) per line.
+fn write_access_line(ctx: &WorkerCtx, out: &Outcome, service: &str, node: &str, now: Instant) {
     let rec = AccessRecord {
         time: SystemTime::now(),
         remote: out.remote,
         method: out.method,
         path: out.path.as_deref().unwrap_or(""),
         status: out.status,
-        service: svc.map_or("", |s| s.label.as_str()),
-        node: node.unwrap_or(""),
+        service,
+        node,
         duration_ms: (now - out.started).as_millis() as u64,
         bytes_up: out.bytes_up,
         bytes_down: out.bytes_down,
         reason: out.reason,
     };
-    // The worker's own buffer: no allocation once warm, no lock; one write(2) per line.
     let mut line = ctx.access_buf.borrow_mut();
     format_line(&rec, &mut line);
     write_stdout(&line);
-    counters.open.add(-1);
 }
 
 enum HeadError {
