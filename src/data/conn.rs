@@ -74,7 +74,7 @@ struct Upgraded {
 }
 
 pub async fn handle_conn(ctx: Rc<WorkerCtx>, table: Rc<LocalTable>, mut client: TcpStream, peer: SocketAddr) {
-    let _ = client.set_nodelay(true);
+    // TCP_NODELAY comes from the listener (rt::bind_reuseport).
     let mut out = Outcome {
         peer,
         started: Instant::now(),
