@@ -3,6 +3,7 @@
 //! the markdown table and the SVG chart; `load` runs one scenario against one address, for
 //! profiling by hand.
 
+mod discovery;
 mod hist;
 mod jwt;
 mod load;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::discovery;
 use crate::jwt::Keys;
 use crate::load::{self, Auth, Outcome, Scenario, Spec};
 use crate::targets::{self, Env, ProcStats, TargetId, OPEN_PATH};
@@ -72,7 +73,8 @@ impl Row {
             }
             Row::HandshakeJwtHit | Row::HandshakeJwtMiss => &[CapiIouring, CapiEpoll, HaproxyJwt],
             Row::Bulk64k | Row::Bulk1m => &[Direct, CapiIouring, CapiEpoll, Nginx, NginxTuned, Haproxy],
-            Row::Discovery => &[CapiIouring],
+            // Only capi-ws discovers services in Consul; the peers' cells stay blank.
+            Row::Discovery => &[CapiIouring, CapiEpoll],
         }
     }
 
@@ -96,6 +98,8 @@ pub struct Plan {
     pub bulk_inflight: usize,
     pub idle_conns: usize,
     pub jwt_miss_tokens: usize,
+    /// Registrations timed per discovery measurement.
+    pub discovery_trials: usize,
     pub client_threads: usize,
     pub workers: usize,
     pub backend_workers: usize,
@@ -122,6 +126,7 @@ impl Plan {
             bulk_inflight: 4,
             idle_conns: 9_000,
             jwt_miss_tokens: 15_000,
+            discovery_trials: 20,
             client_threads: 2,
             workers: 2,
             backend_workers: 2,
@@ -140,6 +145,7 @@ impl Plan {
                 bulk_s: 1.0,
                 idle_conns: 2_000,
                 jwt_miss_tokens: 3_000,
+                discovery_trials: 5,
                 ..base
             }),
             "smoke" => Some(Plan {
@@ -150,6 +156,7 @@ impl Plan {
                 bulk_s: 0.5,
                 idle_conns: 200,
                 jwt_miss_tokens: 200,
+                discovery_trials: 3,
                 verify: true,
                 rows: vec![
                     Row::HandshakeOpen,
@@ -158,6 +165,7 @@ impl Plan {
                     Row::Bulk64k,
                     Row::Bulk1m,
                     Row::Idle,
+                    Row::Discovery,
                 ],
                 targets: vec![TargetId::Direct, TargetId::CapiIouring, TargetId::CapiEpoll],
                 ..base
@@ -166,6 +174,7 @@ impl Plan {
         }
     }
 
+    /// The load window (the discovery row has none: it counts trials, see `discovery.rs`).
     fn duration(&self, row: Row) -> Duration {
         let s = match row {
             Row::HandshakeOpen | Row::HandshakeJwtHit | Row::HandshakeJwtMiss => self.handshake_s,
@@ -175,6 +184,8 @@ impl Plan {
         Duration::from_secs_f64(s)
     }
 
+    /// The load of a row (discovery's trials are not a load scenario; it maps to the
+    /// handshake only to keep the match total, and `measure` never asks for it).
     fn scenario(&self, row: Row) -> Scenario {
         match row {
             Row::HandshakeOpen | Row::HandshakeJwtHit | Row::HandshakeJwtMiss | Row::Discovery => {
@@ -229,6 +240,18 @@ pub struct IdleSample {
     pub sockstat_after: BTreeMap<String, u64>,
 }
 
+/// Discovery-row figures of one measurement: registration → first 101 plus one echo.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DiscoverySample {
+    /// Every trial in order, ms; a failed trial counts with its time (≥ the 5 s bound).
+    pub trials_ms: Vec<f64>,
+    pub median_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    pub failed: u64,
+    /// 404 answers seen before the routes appeared (all trials): the retry loop at work.
+    pub not_found: u64,
+}
+
 /// One measurement of one row on one target.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Sample {
@@ -253,6 +276,7 @@ pub struct Sample {
     /// Target CPU per operation in µs (per MB for the bulk rows).
     pub cpu_us_per_op: Option<f64>,
     pub idle: Option<IdleSample>,
+    pub discovery: Option<DiscoverySample>,
 }
 
 /// Everything measured for one row on one target.
@@ -367,9 +391,7 @@ pub fn run(plan: &Plan, paths: &Paths) -> anyhow::Result<Results> {
             if !wanted(t) {
                 continue;
             }
-            let skip = if row == Row::Discovery {
-                Some("n/a: capability not built yet (no Consul test double)".to_string())
-            } else if let Some(why) = unavailable.get(&t) {
+            let skip = if let Some(why) = unavailable.get(&t) {
                 Some(why.clone())
             } else if row.secured() {
                 secured_na.get(&t).cloned()
@@ -422,6 +444,9 @@ fn describe(row: Row, s: &Sample) -> String {
     if let (Some(p50), Some(p99)) = (s.p50_us, s.p99_us) {
         d.push_str(&format!("  p50 {p50:.0} µs  p99 {p99:.0} µs"));
     }
+    if let Some(d) = &s.discovery {
+        return discovery::describe(d, &s.error_kinds);
+    }
     if let Some(i) = &s.idle {
         d = format!(
             "{} conns  rss/conn {}  fds/conn {}  iou-wrk {}",
@@ -451,6 +476,10 @@ pub fn unit(row: Row) -> &'static str {
 }
 
 fn measure(plan: &Plan, env: &Env, row: Row, t: TargetId, auth: Auth, run: usize) -> anyhow::Result<Sample> {
+    if row == Row::Discovery {
+        // Its own target (capi-ws on a Consul double) and its own loop of trials.
+        return discovery::measure(t, env, plan.discovery_trials, run);
+    }
     let running = targets::start(t, env)?;
     let path = if row.secured() {
         t.secure_path().unwrap_or(OPEN_PATH)
@@ -583,6 +612,7 @@ fn sample_from(row: Row, o: &Outcome, run: usize) -> Sample {
         target_cpu_s: None,
         cpu_us_per_op: None,
         idle: None,
+        discovery: None,
     }
 }
 
@@ -644,6 +674,7 @@ pub fn smoke_failures(plan: &Plan, res: &Results) -> Vec<String> {
                         s.sent_payload, s.recv_payload
                     ));
                 }
+                // Discovery: `ops` counts the trials that upgraded and echoed.
                 let done = if row == Row::Idle {
                     s.idle.as_ref().map_or(0, |i| i.conns)
                 } else {
@@ -693,6 +724,10 @@ mod tests {
             (Row::HandshakeJwtHit, TargetId::HaproxyJwt, true),
             (Row::Bulk64k, TargetId::NginxTuned, true),
             (Row::Echo64, TargetId::NginxTuned, false),
+            (Row::Discovery, TargetId::CapiIouring, true),
+            (Row::Discovery, TargetId::CapiEpoll, true),
+            (Row::Discovery, TargetId::Nginx, false),
+            (Row::Discovery, TargetId::Haproxy, false),
         ];
         for (row, t, want) in cases {
             assert_eq!(row.targets().contains(t), *want, "{} / {}", row.name(), t.name());

@@ -24,6 +24,8 @@ const HAPROXY_JWT_RULES: &str = include_str!("../peers/haproxy-jwt.rules");
 /// consistency checks; with buffering off only `proxy_buffer_size` is used for the relay).
 const NGINX_TUNING: &str = "proxy_buffer_size 64k; proxy_buffers 4 64k; proxy_busy_buffers_size 128k;";
 const CAPI_WS_YAML: &str = include_str!("../peers/capi-ws.yaml");
+/// capi-ws for the discovery row: no static service, routes from the Consul test double.
+const CAPI_WS_CONSUL_YAML: &str = include_str!("../peers/capi-ws-consul.yaml");
 
 /// How long a target may take to listen.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -209,11 +211,6 @@ pub fn start(id: TargetId, env: &Env) -> anyhow::Result<Running> {
             })
         }
         TargetId::CapiIouring | TargetId::CapiEpoll => {
-            let driver = if id == TargetId::CapiIouring {
-                "iouring"
-            } else {
-                "epoll"
-            };
             let jwks = env
                 .jwks
                 .as_deref()
@@ -225,22 +222,7 @@ pub fn start(id: TargetId, env: &Env) -> anyhow::Result<Running> {
                     ("@JWKS@", jwks),
                 ],
             );
-            let path = write_conf(&env.run_dir, "capi-ws.yaml", &cfg)?;
-            let mut cmd = Command::new(&env.gateway_bin);
-            cmd.arg("--config").arg(&path);
-            cmd.args([
-                "--port",
-                "0",
-                "--admin-port",
-                "0",
-                "--host",
-                "127.0.0.1",
-                "--driver",
-                driver,
-            ]);
-            // Default log level (info): the access log is at debug, so nothing per connection.
-            cmd.args(["--workers", &env.workers.to_string()]);
-            spawn_with_line(cmd, id.name(), &env.run_dir, "listening ws=")?
+            spawn_capi(id, env, "capi-ws.yaml", &cfg)?
         }
         TargetId::Nginx | TargetId::NginxTuned => {
             let port = free_port()?;
@@ -297,6 +279,45 @@ pub fn start(id: TargetId, env: &Env) -> anyhow::Result<Running> {
         addr,
         procs: vec![proc_],
     })
+}
+
+/// Start capi-ws (`CapiIouring` or `CapiEpoll`) with discovery from the Consul at
+/// `consul_endpoint` (`http://127.0.0.1:<port>`) and no static service.
+pub fn start_discovery(id: TargetId, env: &Env, consul_endpoint: &str) -> anyhow::Result<Running> {
+    if !matches!(id, TargetId::CapiIouring | TargetId::CapiEpoll) {
+        bail!("{} has no Consul discovery", id.name());
+    }
+    let cfg = render(CAPI_WS_CONSUL_YAML, &[("@CONSUL@", consul_endpoint.to_string())]);
+    let (proc_, addr) = spawn_capi(id, env, "capi-ws-consul.yaml", &cfg)?;
+    Ok(Running {
+        addr,
+        procs: vec![proc_],
+    })
+}
+
+/// Write `cfg` as `conf_name` and start capi-ws on it with the driver of `id`; its address.
+fn spawn_capi(id: TargetId, env: &Env, conf_name: &str, cfg: &str) -> anyhow::Result<(Proc, SocketAddr)> {
+    let driver = if id == TargetId::CapiIouring {
+        "iouring"
+    } else {
+        "epoll"
+    };
+    let path = write_conf(&env.run_dir, conf_name, cfg)?;
+    let mut cmd = Command::new(&env.gateway_bin);
+    cmd.arg("--config").arg(&path);
+    cmd.args([
+        "--port",
+        "0",
+        "--admin-port",
+        "0",
+        "--host",
+        "127.0.0.1",
+        "--driver",
+        driver,
+    ]);
+    // Default log level (info): the access log is at debug, so nothing per connection.
+    cmd.args(["--workers", &env.workers.to_string()]);
+    spawn_with_line(cmd, id.name(), &env.run_dir, "listening ws=")
 }
 
 /// Replace every `@KEY@` placeholder.
@@ -590,6 +611,11 @@ mod tests {
                 "capi-ws",
                 CAPI_WS_YAML,
                 vec![("@BACKEND_PORT@", "1".into()), ("@JWKS@", "/j".into())],
+            ),
+            (
+                "capi-ws-consul",
+                CAPI_WS_CONSUL_YAML,
+                vec![("@CONSUL@", "http://127.0.0.1:1".into())],
             ),
         ];
         for (name, t, vars) in cases {
