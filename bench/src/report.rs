@@ -30,6 +30,11 @@ pub struct Metric {
     get: fn(&Sample) -> Option<f64>,
 }
 
+/// A target-CPU-per-operation figure (its direct column is the backend's own CPU).
+fn is_cpu(m: &Metric) -> bool {
+    m.unit == "µs CPU"
+}
+
 fn rate(s: &Sample) -> Option<f64> {
     Some(s.rate)
 }
@@ -484,7 +489,7 @@ pub fn markdown(plan: &Plan, res: &Results, env: &Value) -> String {
         let direct = value(res, &m, TargetId::Direct).ok();
         let io = value(res, &m, TargetId::CapiIouring).ok();
         match (io, direct) {
-            (Some(c), Some(d)) if m.higher_better && d > 0.0 => {
+            (Some(c), Some(d)) if (m.higher_better || is_cpu(&m)) && d > 0.0 => {
                 let _ = write!(md, " {:.2} |", c / d);
             }
             _ => md.push_str(" |"),
@@ -509,7 +514,10 @@ pub fn markdown(plan: &Plan, res: &Results, env: &Value) -> String {
          `proxy_buffer_size 64k` (\"nginx 64k buf\"). Idle RSS and descriptors are summed over \
          all processes of a target (nginx: master and workers), after − before, per connection; \
          kernel TCP memory is system-wide (client, proxy and backend sockets), so subtract the \
-         direct column for the proxy's share.\n",
+         direct column for the proxy's share. CPU rows: the direct column is the echo backend's \
+         own CPU per operation — one TCP endpoint doing the same socket work; a proxy terminates \
+         two connections, so about twice that is its floor, and \"io_uring ÷ direct\" there says \
+         how many backend-endpoints of CPU capi-ws spends per operation.\n",
     );
     if plan.rows.contains(&Row::Discovery) {
         let _ = writeln!(
@@ -812,6 +820,7 @@ mod tests {
                     .iter()
                     .map(|&v| Sample {
                         rate: v,
+                        cpu_us_per_op: Some(v / 10.0),
                         ..Default::default()
                     })
                     .collect(),
@@ -860,6 +869,16 @@ mod tests {
         assert!(line.contains("| 110 |"), "median of direct: {line}");
         assert!(line.contains("0.55"), "io_uring ÷ direct: {line}");
         assert!(line.contains("2.00× nginx"), "vs nginx: {line}");
+        // CPU per message: direct is the backend's own (one endpoint), shown with the ratio.
+        let cpu = md
+            .lines()
+            .find(|l| l.starts_with("| echo 64 B: target CPU"))
+            .unwrap();
+        assert!(
+            cpu.contains("| 11.0 |") && cpu.contains("| 0.55 |"),
+            "CPU vs direct: {cpu}"
+        );
+        assert!(cpu.contains("0.50× nginx"), "less CPU is better: {cpu}");
         let svg = svg(&res, "t");
         assert!(
             svg.starts_with("<svg")

@@ -327,7 +327,7 @@ pub fn run(plan: &Plan, paths: &Paths) -> anyhow::Result<Results> {
         }
     }
 
-    let (_backend, backend) =
+    let (backend_proc, backend) =
         targets::start_backend(&paths.gateway_bin, &paths.run_dir, plan.backend_workers)?;
     eprintln!("bench: echo backend on {backend}");
 
@@ -341,6 +341,7 @@ pub fn run(plan: &Plan, paths: &Paths) -> anyhow::Result<Results> {
         gateway_bin: paths.gateway_bin.clone(),
         run_dir: paths.run_dir.clone(),
         backend,
+        backend_pid: backend_proc.pid(),
         workers: plan.workers,
         jwks: keys.as_ref().map(|k| k.jwks_path.clone()),
         pubkey: keys.as_ref().map(|k| k.pubkey_path.clone()),
@@ -522,9 +523,10 @@ fn measure(plan: &Plan, env: &Env, row: Row, t: TargetId, auth: Auth, run: usize
         }
         s
     } else {
-        // The target's CPU time over the measured window (same start and length as the load's).
+        // The target's CPU time over the measured window (same start and length as the load's);
+        // for direct, the echo backend's: one endpoint of the same connections.
         let pids = if t == TargetId::Direct {
-            Vec::new()
+            vec![env.backend_pid]
         } else {
             running.pids()
         };
@@ -537,7 +539,7 @@ fn measure(plan: &Plan, env: &Env, row: Row, t: TargetId, auth: Auth, run: usize
         });
         let outcome = load::run(&spec);
         let mut s = sample_from(row, &outcome, run);
-        if t != TargetId::Direct {
+        {
             if let Ok(cpu) = sampler.join() {
                 s.target_cpu_s = Some(cpu);
                 let work = match row {

@@ -109,6 +109,9 @@ pub struct Env {
     pub gateway_bin: PathBuf,
     pub run_dir: PathBuf,
     pub backend: SocketAddr,
+    /// The echo backend's process: in the direct cells its CPU per operation is reported as the
+    /// cost of one TCP endpoint doing the same socket work (a proxy terminates two).
+    pub backend_pid: u32,
     pub workers: usize,
     pub jwks: Option<PathBuf>,
     pub pubkey: Option<PathBuf>,
