@@ -4,9 +4,12 @@
 //! in [`finish`]. The handshake runs in a boxed future so its buffers are freed before the
 //! (possibly days-long) relay starts.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use monoio::buf::IoBufMut;
@@ -22,6 +25,7 @@ use crate::data::head::{parse_request, MAX_HEADERS};
 use crate::data::reject::Reject;
 use crate::data::relay::{relay, RelayEnd};
 use crate::data::route::{check_origin, route, write_preflight};
+use crate::data::stop::First;
 use crate::data::upgrade::{accept_key, classify, validate_upgrade, Preflight};
 use crate::data::upstream::{
     body_framing, check_switch, chunked_body_len, forward_head, parse_response, BodyFraming, ForwardParams,
@@ -43,7 +47,6 @@ const HEALTH_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/js
 
 /// What happened to one connection: the input of [`finish`].
 struct Outcome {
-    peer: SocketAddr,
     started: Instant,
     /// HTTP status answered (101 when relayed); 0 when the client left before any answer.
     status: u16,
@@ -57,7 +60,8 @@ struct Outcome {
     remote: IpAddr,
     /// Static method label; "" before a head was parsed.
     method: &'static str,
-    /// Request target with `access_token` redacted; None before a head was parsed.
+    /// Request target with `access_token` redacted, kept only for the access log; None before
+    /// a head was parsed or when the access log is off.
     path: Option<Box<str>>,
     /// Failed connects to nodes of the service (failover attempts).
     connect_failures: u32,
@@ -69,41 +73,68 @@ struct Outcome {
 struct Upgraded {
     node: TcpStream,
     _active: ActiveGuard,
-    /// The token's `exp` (seconds since the epoch) for a secured service.
-    token_exp: Option<u64>,
+    /// With close-on-expiry: when the relay must end (the token's `exp` plus the grace).
+    expires: Option<Instant>,
 }
 
-pub async fn handle_conn(ctx: Rc<WorkerCtx>, table: Rc<LocalTable>, mut client: TcpStream, peer: SocketAddr) {
-    // TCP_NODELAY comes from the listener (rt::bind_reuseport).
-    let mut out = Outcome {
-        peer,
-        started: Instant::now(),
-        status: 0,
-        reason: "",
-        service: None,
-        node: None,
-        bytes_up: 0,
-        bytes_down: 0,
-        remote: peer.ip(),
-        method: "",
-        path: None,
-        connect_failures: 0,
-        upgraded_at: None,
-    };
-    let open = &ctx.metrics.workers.get(ctx.id).open;
-    open.add(1);
-    let max = table.snap.limits.max_connections;
-    if max > 0 && open.get() > max as i64 {
-        // Beyond the per-worker cap: answer at once, without reading the head (issue 6).
-        // Boxed: a rare path whose state must not enlarge every connection's task.
-        let _: Option<()> = Box::pin(answer_reject(&mut client, Reject::Busy, &mut out)).await;
-        finish(&ctx, &table, &out);
-        return;
+/// One connection's task (spawned by the worker's accept loop).
+///
+/// NOTE: a plain `fn` returning an `async move` block, not an `async fn`: the block uses its
+/// captured arguments in place, where an `async fn` keeps a second copy of them (~130 bytes)
+/// in every state of the task — and this task lives, idle, for a relayed connection's whole
+/// life (DESIGN §2; the size is pinned by a test below).
+pub fn handle_conn(
+    ctx: Rc<WorkerCtx>,
+    table: Rc<LocalTable>,
+    mut client: TcpStream,
+    peer: SocketAddr,
+) -> impl Future<Output = ()> {
+    async move {
+        // TCP_NODELAY comes from the listener (rt::bind_reuseport).
+        let mut out = Outcome {
+            started: Instant::now(),
+            status: 0,
+            reason: "",
+            service: None,
+            node: None,
+            bytes_up: 0,
+            bytes_down: 0,
+            remote: peer.ip(),
+            method: "",
+            path: None,
+            connect_failures: 0,
+            upgraded_at: None,
+        };
+        let open = &ctx.metrics.workers.get(ctx.id).open;
+        open.add(1);
+        let max = table.snap.limits.max_connections;
+        if max > 0 && open.get() > max as i64 {
+            // Beyond the per-worker cap: answer at once, without reading the head (issue 6).
+            // Boxed: a rare path whose state must not enlarge every connection's task.
+            let _: Option<()> = Box::pin(answer_reject(&mut client, Reject::Busy, &mut out)).await;
+            finish(&ctx, &table, peer, &out);
+            return;
+        }
+        // NOTE: boxed on purpose — the handshake state (head buffer, parsed headers) is freed
+        // when it completes instead of living inside this task for the whole relay.
+        let upgraded = Box::pin(do_handshake(&table, &ctx.auth, &mut client, peer, &mut out)).await;
+        if let Some(up) = &upgraded {
+            relay_upgraded(&ctx, &table, &client, up, &mut out).await;
+        }
+        finish(&ctx, &table, peer, &out);
     }
-    // NOTE: boxed on purpose — the handshake state (head buffer, parsed headers) is freed when it
-    // completes instead of living inside this task for the whole relay.
-    let upgraded = Box::pin(do_handshake(&table, &ctx.auth, &mut client, &mut out)).await;
-    if let Some(up) = upgraded {
+}
+
+/// Step 11: count the connection as active, relay until it ends, record how. (A plain `fn`
+/// returning a block, like [`handle_conn`]: no second copy of the arguments.)
+fn relay_upgraded<'a>(
+    ctx: &'a WorkerCtx,
+    table: &'a LocalTable,
+    client: &'a TcpStream,
+    up: &'a Upgraded,
+    out: &'a mut Outcome,
+) -> impl Future<Output = ()> + 'a {
+    async move {
         let stats = out.service.and_then(|s| table.snap.stats.get(s));
         let node_stats = stats.zip(out.node).and_then(|(s, n)| s.nodes.get(n));
         if let Some(s) = stats {
@@ -112,16 +143,15 @@ pub async fn handle_conn(ctx: Rc<WorkerCtx>, table: Rc<LocalTable>, mut client: 
         if let Some(n) = node_stats {
             n.active.get(ctx.id).add(1);
         }
-        let idle = table.snap.limits.idle_timeout;
         // Stop when the drain's gate opens for this connection, or (close-on-expiry) when its
         // token expires.
-        let expiry = close_at(&table.snap.auth, up.token_exp);
-        let stop = crate::data::stop::first(ctx.stop.closing.wait(), expiry_stop(expiry));
-        let r = relay(&client, &up.node, &ctx.pipes, idle, stop).await;
+        let stop = First(ctx.stop.closing.wait(), Expiry::new(up.expires));
+        let idle = table.snap.limits.idle_timeout;
+        let r = relay(client, &up.node, &ctx.pipes, idle, stop).await;
         out.bytes_up += r.bytes_up;
         out.bytes_down += r.bytes_down;
         out.reason = r.end.as_str();
-        if r.end == RelayEnd::Stopped && expiry.is_some_and(|at| Instant::now() >= at) {
+        if r.end == RelayEnd::Stopped && up.expires.is_some_and(|at| Instant::now() >= at) {
             out.reason = "token_expired";
         }
         if let Some(s) = stats {
@@ -131,7 +161,6 @@ pub async fn handle_conn(ctx: Rc<WorkerCtx>, table: Rc<LocalTable>, mut client: 
             n.active.get(ctx.id).add(-1);
         }
     }
-    finish(&ctx, &table, &out);
 }
 
 /// With `close-on-expiry` (DESIGN §5): when the relay must end — the token's `exp` plus the
@@ -145,17 +174,31 @@ fn close_at(auth: &crate::keys::Auth, token_exp: Option<u64>) -> Option<Instant>
     Some(Instant::now() + exp.saturating_sub(since_epoch))
 }
 
-async fn expiry_stop(at: Option<Instant>) {
-    match at {
-        // NOTE: boxed so that connections without an expiry (most) do not carry a timer's
-        // worth of bytes in their task for their whole life.
-        Some(at) => Box::pin(monoio::time::sleep_until(monoio::time::Instant::from_std(at))).await,
-        None => std::future::pending::<()>().await,
+/// Resolves at the token's expiry; never without one.
+///
+/// NOTE: the timer is boxed so that connections without an expiry (most) do not carry a
+/// timer's worth of bytes (~640, cache-aligned) in their task for their whole life.
+struct Expiry(Option<Pin<Box<monoio::time::Sleep>>>);
+
+impl Expiry {
+    fn new(at: Option<Instant>) -> Expiry {
+        Expiry(at.map(|at| Box::pin(monoio::time::sleep_until(monoio::time::Instant::from_std(at)))))
+    }
+}
+
+impl Future for Expiry {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.0 {
+            Some(sleep) => sleep.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
     }
 }
 
 /// The one exit of every connection (DESIGN §2 step 12): counters, then one access-log line.
-fn finish(ctx: &WorkerCtx, table: &LocalTable, out: &Outcome) {
+fn finish(ctx: &WorkerCtx, table: &LocalTable, peer: SocketAddr, out: &Outcome) {
     let now = Instant::now();
     let counters = ctx.metrics.workers.get(ctx.id);
     match (out.status, out.reason) {
@@ -183,7 +226,7 @@ fn finish(ctx: &WorkerCtx, table: &LocalTable, out: &Outcome) {
     let node = svc.zip(out.node).map(|(s, n)| s.nodes[n].host_port.as_str());
     tracing::debug!(
         worker = ctx.id,
-        peer = %out.peer,
+        peer = %peer,
         status = out.status,
         reason = out.reason,
         "connection closed"
@@ -275,6 +318,7 @@ async fn do_handshake(
     table: &LocalTable,
     auth: &AuthState,
     client: &mut TcpStream,
+    peer: SocketAddr,
     out: &mut Outcome,
 ) -> Option<Upgraded> {
     let snap = &table.snap;
@@ -302,12 +346,10 @@ async fn do_handshake(
         Err(r) => return answer_reject(client, r, out).await,
     };
     out.method = method_label(head.method);
-    out.path = Some(redact_target(head.target).into_boxed_str());
-    out.remote = client_address(
-        out.peer.ip(),
-        head.header("x-forwarded-for"),
-        &limits.trusted_proxies,
-    );
+    if limits.access_log {
+        out.path = Some(redact_target(head.target).into_boxed_str());
+    }
+    out.remote = client_address(peer.ip(), head.header("x-forwarded-for"), &limits.trusted_proxies);
 
     // Step 3: health probe, CORS preflight, method.
     match classify(&head) {
@@ -400,7 +442,7 @@ async fn do_handshake(
     let params = ForwardParams {
         service: svc,
         node_host_port: &svc.nodes[idx].host_port,
-        client_ip: out.peer.ip(),
+        client_ip: peer.ip(),
     };
     forward_head(&head, &m, &params, &mut fwd);
     fwd.extend_from_slice(&buf[head_len..]);
@@ -453,7 +495,7 @@ async fn do_handshake(
     Some(Upgraded {
         node,
         _active: active,
-        token_exp,
+        expires: close_at(&snap.auth, token_exp),
     })
 }
 
@@ -583,4 +625,27 @@ async fn write_and_linger(client: &mut TcpStream, resp: Vec<u8>) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Size of the future `f` returns, without calling it (no runtime or sockets needed).
+    fn future_size<A, B, C, D, F: Future>(_: impl FnOnce(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn connection_task_stays_small() {
+        // Every relayed connection holds this future (in its monoio task) for its whole life,
+        // idle or not: it is most of the gateway's per-connection memory (issue 7, the `idle`
+        // row of `make bench`: target ≤ 2,300 B of RSS per idle connection, kernel sockets
+        // aside). Budget: two readiness waits (~104 B each, monoio's), the two `TcpStream`s
+        // (80 B each), the outcome record, the stop gate and the relay's bookkeeping, with
+        // ~10% headroom.
+        let size = future_size(handle_conn);
+        eprintln!("handle_conn future: {size} bytes");
+        assert!(size <= 1024, "connection task grew to {size} bytes");
+    }
 }

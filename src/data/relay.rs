@@ -98,55 +98,51 @@ pub struct RelayOutcome {
 /// Relay until both directions ended (half-close: EOF from src → shutdown(SHUT_WR) on dst, the
 /// other direction keeps running), an error (reset etc.: end both; the caller drops/closes the
 /// sockets), the idle timeout (no byte moved in either direction for that long: None = never),
-/// or `stop` resolving (used later for drain and token expiry). Every byte read is written
-/// before a direction is considered done; nothing buffered is dropped on a clean EOF.
+/// or `stop` resolving (drain, token expiry). Every byte read is written before a direction is
+/// considered done; nothing buffered is dropped on a clean EOF.
 ///
 /// From here on both sockets are touched only by raw syscalls (copies use `MSG_DONTWAIT`; the
 /// first splice switches both to `O_NONBLOCK`, which splice needs): after `relay` returns, close
 /// them; do not read or write them through monoio ops (on the io_uring driver monoio expects
 /// blocking sockets). `TCP_NODELAY` is the caller's business.
-pub async fn relay<S: Future<Output = ()>>(
-    client: &TcpStream,
-    node: &TcpStream,
-    pool: &PipePool,
+///
+/// NOTE: the future lives, idle, for a relayed connection's whole life (DESIGN §2: an idle
+/// relayed connection holds only its sockets and a small task), so its layout is kept tight:
+/// a plain `fn` returning an `async move` block (an `async fn` would keep a second copy of its
+/// arguments), `stop` polled in place (hence `Unpin`: pin it in the caller's frame), and only a
+/// readiness wait per direction while idle — the active paths (splice, backpressure) run in
+/// boxed futures allocated per burst.
+pub fn relay<'a, S: Future<Output = ()> + Unpin + 'a>(
+    client: &'a TcpStream,
+    node: &'a TcpStream,
+    pool: &'a PipePool,
     idle_timeout: Option<Duration>,
-    stop: S,
-) -> RelayOutcome {
-    let nonblocking = Cell::new(false);
-    let bytes_up = Cell::new(0u64);
-    let bytes_down = Cell::new(0u64);
-    let last_active = Cell::new(Instant::now());
-    let up = Half {
-        dir: Direction::Up,
-        src: client,
-        dst: node,
+    mut stop: S,
+) -> impl Future<Output = RelayOutcome> + 'a {
+    // Built here and moved into the block as they are: used in place, not copied again.
+    let shared = Shared {
+        client,
+        node,
         pool,
-        moved: &bytes_up,
-        last_active: &last_active,
-        nonblocking: &nonblocking,
+        bytes_up: Cell::new(0),
+        bytes_down: Cell::new(0),
+        last_active: Cell::new(Instant::now()),
+        nonblocking: Cell::new(false),
     };
-    let down = Half {
-        dir: Direction::Down,
-        src: node,
-        dst: client,
-        pool,
-        moved: &bytes_down,
-        last_active: &last_active,
-        nonblocking: &nonblocking,
+    let mut idle = IdleWatch {
+        idle: idle_timeout,
+        sleep: None,
     };
-
-    let end = {
-        let mut up_run = pin!(up.run());
-        let mut down_run = pin!(down.run());
-        let mut idle = pin!(watch_idle(&last_active, idle_timeout));
-        let mut stop = pin!(stop);
+    async move {
+        let mut up = pin!(shared.run(Direction::Up));
+        let mut down = pin!(shared.run(Direction::Down));
         let (mut up_done, mut down_done) = (false, false);
         // One task, four futures; a completed one is never polled again. Directions first, so
         // bytes already readable move before a stop or timeout is noticed in the same wake.
-        poll_fn(|cx| {
-            for (run, done, half) in [
-                (up_run.as_mut(), &mut up_done, &up),
-                (down_run.as_mut(), &mut down_done, &down),
+        let end = poll_fn(|cx| {
+            for (run, done, dir) in [
+                (up.as_mut(), &mut up_done, Direction::Up),
+                (down.as_mut(), &mut down_done, Direction::Down),
             ] {
                 if *done {
                     continue;
@@ -154,48 +150,48 @@ pub async fn relay<S: Future<Output = ()>>(
                 if let Poll::Ready(res) = run.poll(cx) {
                     match res {
                         Ok(()) => *done = true,
-                        Err(fail) => return Poll::Ready(half.report(fail)),
+                        Err(fail) => return Poll::Ready(report(dir, fail)),
                     }
                 }
             }
             if up_done && down_done {
                 return Poll::Ready(RelayEnd::Closed);
             }
-            if stop.as_mut().poll(cx).is_ready() {
+            if Pin::new(&mut stop).poll(cx).is_ready() {
                 return Poll::Ready(RelayEnd::Stopped);
             }
-            if idle.as_mut().poll(cx).is_ready() {
+            if idle.poll(cx, &shared.last_active).is_ready() {
                 return Poll::Ready(RelayEnd::IdleTimeout);
             }
             Poll::Pending
         })
-        .await
-        // Dropping the direction futures here cancels their in-flight readiness waits and
-        // closes any pipe still holding bytes (it is never given back to the pool).
-    };
-    RelayOutcome {
-        bytes_up: bytes_up.get(),
-        bytes_down: bytes_down.get(),
-        end,
+        .await;
+        // Dropping the direction futures (with the relay) cancels their in-flight readiness
+        // waits and closes any pipe still holding bytes (it is never given back to the pool).
+        RelayOutcome {
+            bytes_up: shared.bytes_up.get(),
+            bytes_down: shared.bytes_down.get(),
+            end,
+        }
     }
 }
 
-/// One direction: reads from `src`, writes to `dst`.
-struct Half<'a> {
-    dir: Direction,
-    src: &'a TcpStream,
-    dst: &'a TcpStream,
+/// What both directions of one relay share.
+struct Shared<'a> {
+    client: &'a TcpStream,
+    node: &'a TcpStream,
     pool: &'a PipePool,
-    /// Bytes written to `dst`.
-    moved: &'a Cell<u64>,
-    /// Shared by both directions: when a splice last moved bytes either way.
+    /// Bytes written to the node / to the client.
+    bytes_up: Cell<u64>,
+    bytes_down: Cell<u64>,
+    /// When bytes last moved either way (copy, splice or spill).
     ///
-    /// NOTE: one clock read (vDSO, no syscall) per successful splice, next to a splice syscall
+    /// NOTE: one clock read (vDSO, no syscall) per successful read or write, next to a syscall
     /// that costs far more; it spares a timer per read.
-    last_active: &'a Cell<Instant>,
-    /// Shared by both directions: both sockets are `O_NONBLOCK` (set before the first splice;
-    /// a connection that only ever copies never pays the two `ioctl`s).
-    nonblocking: &'a Cell<bool>,
+    last_active: Cell<Instant>,
+    /// Both sockets are `O_NONBLOCK` (set before the first splice; a connection that only ever
+    /// copies never pays the two `ioctl`s).
+    nonblocking: Cell<bool>,
 }
 
 /// Which socket of a direction failed.
@@ -219,9 +215,29 @@ struct Failure {
     err: io::Error,
 }
 
-/// What one read from the source gave.
+impl Failure {
+    fn src(err: io::Error) -> Failure {
+        Failure { side: Side::Src, err }
+    }
+
+    fn dst(err: io::Error) -> Failure {
+        Failure { side: Side::Dst, err }
+    }
+}
+
+/// What a direction does after a copy.
+enum Next {
+    /// Wait for the source to be readable.
+    Wait,
+    /// Splice: the read filled the scratch buffer.
+    Splice,
+    /// The source ended.
+    Eof,
+}
+
+/// What one splice from the source gave.
 enum Fill {
-    /// This many bytes were read and have all been written to the destination.
+    /// This many bytes were read (and written to the destination).
     Moved(usize),
     /// Nothing to read now (`EAGAIN`).
     Empty,
@@ -229,116 +245,125 @@ enum Fill {
     Eof,
 }
 
-impl Half<'_> {
-    /// Move bytes until EOF (then shut down `dst`'s write side) or an error.
-    async fn run(&self) -> Result<(), Failure> {
-        // Held only while bytes flow; it is empty whenever control is back here, and goes back
-        // to the pool as soon as the source has nothing, so an idle direction holds no pipe.
-        let mut pipe: Option<Pipe> = None;
-        let mut reads_this_turn = 0u32;
-        // Copy while reads are small, splice while they fill the scratch buffer (DESIGN §2:
-        // for small messages a pipe round trip costs more than two copies).
-        let mut large = false;
-        loop {
-            let fill = if large {
-                self.splice_once(&mut pipe).await?
-            } else {
-                self.copy_once().await?
-            };
-            match fill {
-                Fill::Moved(n) => {
-                    large = n >= SCRATCH_BYTES;
-                    if !large {
-                        // A short read drained the socket as far as this read could tell: wait
-                        // for readiness instead of paying a read that would return EAGAIN (the
-                        // wait re-checks, so bytes that arrived meanwhile are not missed).
-                        reads_this_turn = 0;
-                        if let Some(p) = pipe.take() {
-                            self.pool.give(p);
-                        }
-                        self.src
-                            .readable(false)
-                            .await
-                            .map_err(|err| Failure { side: Side::Src, err })?;
-                        continue;
-                    }
-                    reads_this_turn += 1;
-                    if reads_this_turn >= READS_BEFORE_YIELD {
-                        reads_this_turn = 0;
-                        YieldNow(false).await;
-                    }
+/// The end a direction's failure maps to, logged once.
+fn report(dir: Direction, fail: Failure) -> RelayEnd {
+    let end = match fail.side {
+        Side::Src => dir.src_failed(),
+        Side::Dst => dir.dst_failed(),
+    };
+    tracing::debug!(
+        direction = dir.as_str(),
+        side = fail.side.as_str(),
+        error = %fail.err,
+        end = end.as_str(),
+        "relay: direction failed"
+    );
+    end
+}
+
+impl Shared<'_> {
+    /// Source and destination of a direction.
+    fn ends(&self, dir: Direction) -> (&TcpStream, &TcpStream) {
+        match dir {
+            Direction::Up => (self.client, self.node),
+            Direction::Down => (self.node, self.client),
+        }
+    }
+
+    /// Count `n` bytes written in direction `dir` (activity for the idle timeout).
+    fn moved(&self, dir: Direction, n: usize) {
+        let counter = match dir {
+            Direction::Up => &self.bytes_up,
+            Direction::Down => &self.bytes_down,
+        };
+        counter.set(counter.get() + n as u64);
+        self.last_active.set(Instant::now());
+    }
+
+    /// One direction: move bytes until EOF (then shut down the destination's write side) or an
+    /// error. Copy while reads are small, splice while they fill the scratch buffer (DESIGN §2:
+    /// for small messages a pipe round trip costs more than two copies).
+    ///
+    /// NOTE: while idle this future holds only the source's readiness wait; the rare or bulky
+    /// paths (a spill under backpressure, a splice burst) are boxed futures that exist only
+    /// while they run.
+    fn run(&self, dir: Direction) -> impl Future<Output = Result<(), Failure>> + '_ {
+        // A plain `fn` returning a block: an `async fn` would keep a second copy of its
+        // arguments in every state.
+        async move {
+            loop {
+                // Only `next` (one byte) is held across the boxed awaits, nothing across the
+                // readiness wait below.
+                let (next, spill) = self.copy_now(dir)?;
+                if let Some(spill) = spill {
+                    Box::pin(self.write_spill(dir, spill)).await?;
                 }
-                Fill::Empty => {
-                    reads_this_turn = 0;
-                    if let Some(p) = pipe.take() {
-                        self.pool.give(p);
-                    }
-                    self.src
-                        .readable(false)
-                        .await
-                        .map_err(|err| Failure { side: Side::Src, err })?;
+                let eof = match next {
+                    Next::Splice => matches!(Box::pin(self.splice_burst(dir)).await?, Fill::Eof),
+                    Next::Wait => false,
+                    Next::Eof => true,
+                };
+                if eof {
+                    let (_, dst) = self.ends(dir);
+                    return shutdown_write(dst.as_raw_fd()).map_err(Failure::dst);
                 }
-                Fill::Eof => {
-                    if let Some(p) = pipe.take() {
-                        self.pool.give(p);
-                    }
-                    return shutdown_write(self.dst.as_raw_fd())
-                        .map_err(|err| Failure { side: Side::Dst, err });
-                }
+                let (src, _) = self.ends(dir);
+                src.readable(false).await.map_err(Failure::src)?;
             }
         }
     }
 
     /// One `recv` into the worker's scratch buffer and an immediate `send` of what it got, with
-    /// no await in between (so the shared buffer is free again before any other task runs).
-    /// What the destination does not take now is moved to a spill of at most
-    /// [`SCRATCH_BYTES`] owned by this direction, written out before the next read.
-    async fn copy_once(&self) -> Result<Fill, Failure> {
-        let (n, spill) = {
-            let mut scratch = self.pool.scratch();
-            let buf = &mut scratch[..];
-            let n = match recv(self.src.as_raw_fd(), buf) {
-                Ok(0) => return Ok(Fill::Eof),
-                Ok(n) => n,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(Fill::Empty),
-                Err(err) => return Err(Failure { side: Side::Src, err }),
-            };
-            self.last_active.set(Instant::now());
-            let sent = match send(self.dst.as_raw_fd(), &buf[..n]) {
-                Ok(k) => k,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
-                Err(err) => return Err(Failure { side: Side::Dst, err }),
-            };
-            self.moved.set(self.moved.get() + sent as u64);
-            (n, (sent < n).then(|| buf[sent..n].to_vec()))
+    /// no await (so the shared buffer is free again before any other task runs). What the
+    /// destination does not take now is returned as a spill of at most [`SCRATCH_BYTES`],
+    /// to be written out before the next read.
+    fn copy_now(&self, dir: Direction) -> Result<(Next, Option<Vec<u8>>), Failure> {
+        let (src, dst) = self.ends(dir);
+        let mut scratch = self.pool.scratch();
+        let buf = &mut scratch[..];
+        let n = match recv(src.as_raw_fd(), buf) {
+            Ok(0) => return Ok((Next::Eof, None)),
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok((Next::Wait, None)),
+            Err(err) => return Err(Failure::src(err)),
         };
-        if let Some(spill) = spill {
-            self.write_spill(&spill).await?;
-        }
-        Ok(Fill::Moved(n))
+        self.last_active.set(Instant::now());
+        let sent = match send(dst.as_raw_fd(), &buf[..n]) {
+            Ok(k) => k,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(err) => return Err(Failure::dst(err)),
+        };
+        self.moved(dir, sent);
+        // A full read: more is likely queued, move it by splice until reads get short again.
+        // A short one drained the socket as far as this read could tell: wait for readiness
+        // instead of paying a read that would return EAGAIN (the wait re-checks, so bytes that
+        // arrived meanwhile are not missed).
+        let next = if n >= SCRATCH_BYTES {
+            Next::Splice
+        } else {
+            Next::Wait
+        };
+        Ok((next, (sent < n).then(|| buf[sent..n].to_vec())))
     }
 
     /// Write a spill (bytes read but not yet taken by the destination), waiting for it to be
     /// writable; the direction reads nothing more until it is out, which bounds its memory.
-    async fn write_spill(&self, mut left: &[u8]) -> Result<(), Failure> {
-        let dst = self.dst.as_raw_fd();
+    async fn write_spill(&self, dir: Direction, spill: Vec<u8>) -> Result<(), Failure> {
+        let (_, dst) = self.ends(dir);
+        let mut left = &spill[..];
         while !left.is_empty() {
-            self.dst
-                .writable(false)
-                .await
-                .map_err(|err| Failure { side: Side::Dst, err })?;
-            match send(dst, left) {
+            dst.writable(false).await.map_err(Failure::dst)?;
+            match send(dst.as_raw_fd(), left) {
                 Ok(0) => {
                     let err = io::Error::new(io::ErrorKind::WriteZero, "send wrote 0 bytes");
-                    return Err(Failure { side: Side::Dst, err });
+                    return Err(Failure::dst(err));
                 }
                 Ok(n) => {
                     left = &left[n..];
-                    self.moved.set(self.moved.get() + n as u64);
-                    self.last_active.set(Instant::now());
+                    self.moved(dir, n);
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                Err(err) => return Err(Failure { side: Side::Dst, err }),
+                Err(err) => return Err(Failure::dst(err)),
             }
         }
         Ok(())
@@ -346,59 +371,73 @@ impl Half<'_> {
 
     /// Switch both sockets to `O_NONBLOCK` once per relay (splice has no per-call flag for the
     /// socket side).
-    fn ensure_nonblocking(&self) -> Result<(), Failure> {
+    fn ensure_nonblocking(&self, dir: Direction) -> Result<(), Failure> {
         if self.nonblocking.get() {
             return Ok(());
         }
-        set_nonblocking(self.src.as_raw_fd()).map_err(|err| Failure { side: Side::Src, err })?;
-        set_nonblocking(self.dst.as_raw_fd()).map_err(|err| Failure { side: Side::Dst, err })?;
+        let (src, dst) = self.ends(dir);
+        set_nonblocking(src.as_raw_fd()).map_err(Failure::src)?;
+        set_nonblocking(dst.as_raw_fd()).map_err(Failure::dst)?;
         self.nonblocking.set(true);
         Ok(())
     }
 
-    /// One splice from the source into the (empty) pipe, then drain the pipe into the
-    /// destination. The pipe is taken from the pool first if this direction holds none.
-    async fn splice_once(&self, slot: &mut Option<Pipe>) -> Result<Fill, Failure> {
-        self.ensure_nonblocking()?;
-        let pipe = match slot.take() {
-            Some(p) => p,
-            None => self.take_pipe().await,
-        };
-        let pipe = slot.insert(pipe);
-        // The pipe is empty, so EAGAIN can only mean "the socket has nothing" (not "pipe full").
-        let n = match splice(self.src.as_raw_fd(), pipe.write_fd(), PIPE_BYTES) {
-            Ok(0) => return Ok(Fill::Eof),
-            Ok(n) => n,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(Fill::Empty),
-            Err(err) => return Err(Failure { side: Side::Src, err }),
-        };
-        self.last_active.set(Instant::now());
-        self.drain(pipe, n).await?;
-        Ok(Fill::Moved(n))
+    /// Splice socket → pipe → socket while reads fill the scratch buffer; returns at the first
+    /// short read (`Moved`), when the source has nothing (`Empty`) or at its end (`Eof`). The
+    /// pipe is taken from the pool here and given back on return, drained; dropped (closed)
+    /// instead if the burst is cancelled or fails while it may hold bytes.
+    async fn splice_burst(&self, dir: Direction) -> Result<Fill, Failure> {
+        let (src, _) = self.ends(dir);
+        self.ensure_nonblocking(dir)?;
+        let pipe = self.take_pipe(dir).await;
+        let mut reads_this_turn = 0u32;
+        loop {
+            // The pipe is empty, so EAGAIN can only mean "the socket has nothing" (not "pipe
+            // full").
+            let fill = match splice(src.as_raw_fd(), pipe.write_fd(), PIPE_BYTES) {
+                Ok(0) => Fill::Eof,
+                Ok(n) => Fill::Moved(n),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => Fill::Empty,
+                Err(err) => return Err(Failure::src(err)),
+            };
+            let Fill::Moved(n) = fill else {
+                self.pool.give(pipe);
+                return Ok(fill);
+            };
+            self.last_active.set(Instant::now());
+            self.drain(dir, &pipe, n).await?;
+            if n < SCRATCH_BYTES {
+                self.pool.give(pipe);
+                return Ok(fill);
+            }
+            // A sender faster than the relay would otherwise never hit EAGAIN and starve
+            // the worker.
+            reads_this_turn += 1;
+            if reads_this_turn >= READS_BEFORE_YIELD {
+                reads_this_turn = 0;
+                YieldNow(false).await;
+            }
+        }
     }
 
     /// Write the `left` bytes in `pipe` to the destination, waiting for it to be writable.
-    async fn drain(&self, pipe: &Pipe, mut left: usize) -> Result<(), Failure> {
-        let dst = self.dst.as_raw_fd();
+    async fn drain(&self, dir: Direction, pipe: &Pipe, mut left: usize) -> Result<(), Failure> {
+        let (_, dst) = self.ends(dir);
         while left > 0 {
-            match splice(pipe.read_fd(), dst, left) {
+            match splice(pipe.read_fd(), dst.as_raw_fd(), left) {
                 Ok(0) => {
                     let err = io::Error::new(io::ErrorKind::WriteZero, "splice wrote 0 bytes");
-                    return Err(Failure { side: Side::Dst, err });
+                    return Err(Failure::dst(err));
                 }
                 Ok(n) => {
                     left -= n;
-                    self.moved.set(self.moved.get() + n as u64);
                     // A slow reader may take long to drain one pipe: writing counts as activity.
-                    self.last_active.set(Instant::now());
+                    self.moved(dir, n);
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    self.dst
-                        .writable(false)
-                        .await
-                        .map_err(|err| Failure { side: Side::Dst, err })?;
+                    dst.writable(false).await.map_err(Failure::dst)?;
                 }
-                Err(err) => return Err(Failure { side: Side::Dst, err }),
+                Err(err) => return Err(Failure::dst(err)),
             }
         }
         Ok(())
@@ -406,54 +445,51 @@ impl Half<'_> {
 
     /// A pipe from the pool. pipe2(2) fails only for lack of descriptors or pipe memory: back
     /// off and retry rather than kill a live connection; idle timeout and `stop` still apply.
-    async fn take_pipe(&self) -> Pipe {
+    async fn take_pipe(&self, dir: Direction) -> Pipe {
         loop {
             match self.pool.take() {
                 Ok(p) => return p,
                 Err(err) => {
-                    tracing::debug!(direction = self.dir.as_str(), error = %err, "relay: no pipe, backing off");
+                    tracing::debug!(direction = dir.as_str(), error = %err, "relay: no pipe, backing off");
                     // Boxed: this path is rare, and an inline `Sleep` would add ~640 bytes to
-                    // every direction's future.
+                    // every splice burst's future.
                     Box::pin(monoio::time::sleep(PIPE_RETRY)).await;
                 }
             }
         }
-    }
-
-    fn report(&self, fail: Failure) -> RelayEnd {
-        let end = match fail.side {
-            Side::Src => self.dir.src_failed(),
-            Side::Dst => self.dir.dst_failed(),
-        };
-        tracing::debug!(
-            direction = self.dir.as_str(),
-            side = fail.side.as_str(),
-            error = %fail.err,
-            end = end.as_str(),
-            "relay: direction failed"
-        );
-        end
     }
 }
 
 /// Resolves once no byte moved for `idle`; never without one. Sleeps until the deadline implied
 /// by the last activity and re-checks: one timer per connection, re-armed at most once per
 /// `idle`, no per-read timers.
-async fn watch_idle(last_active: &Cell<Instant>, idle: Option<Duration>) {
-    let Some(idle) = idle else {
-        return std::future::pending().await;
-    };
-    // NOTE: one allocation per relay, and only with an idle timeout: monoio's `Sleep` is a
-    // ~640-byte cache-aligned timer entry; inline, it would more than double every relay's
-    // future (DESIGN §2: an idle relayed connection holds only its sockets and a small task).
-    let mut sleep = Box::pin(monoio::time::sleep(idle));
-    loop {
-        sleep.as_mut().await;
-        let deadline = last_active.get() + idle;
-        if Instant::now() >= deadline {
-            return;
+struct IdleWatch {
+    idle: Option<Duration>,
+    /// NOTE: boxed, and only with an idle timeout: monoio's `Sleep` is a ~640-byte cache-aligned
+    /// timer entry; inline, it would more than double every relay's future.
+    sleep: Option<Pin<Box<monoio::time::Sleep>>>,
+}
+
+impl IdleWatch {
+    fn poll(&mut self, cx: &mut Context<'_>, last_active: &Cell<Instant>) -> Poll<()> {
+        let Some(idle) = self.idle else {
+            return Poll::Pending;
+        };
+        let sleep = self.sleep.get_or_insert_with(|| {
+            Box::pin(monoio::time::sleep_until(monoio::time::Instant::from_std(
+                last_active.get() + idle,
+            )))
+        });
+        loop {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let deadline = last_active.get() + idle;
+            if Instant::now() >= deadline {
+                return Poll::Ready(());
+            }
+            sleep.as_mut().reset(monoio::time::Instant::from_std(deadline));
         }
-        sleep.as_mut().reset(monoio::time::Instant::from_std(deadline));
     }
 }
 
@@ -701,7 +737,8 @@ mod tests {
             }
         }
 
-        async fn wait(&self) {
+        /// `Unpin`, as `relay` wants its `stop`.
+        fn wait(&self) -> impl Future<Output = ()> + Unpin + '_ {
             poll_fn(|cx| {
                 if self.fired.get() {
                     Poll::Ready(())
@@ -710,7 +747,6 @@ mod tests {
                     Poll::Pending
                 }
             })
-            .await
         }
     }
 

@@ -219,23 +219,26 @@ impl LocalStop {
     }
 }
 
-/// Completes when either future completes (the other is dropped): combine the drain's stop
-/// with any other reason to end a relay (e.g. a token's expiry).
-pub async fn first<A, B>(a: A, b: B)
+/// Completes when either future completes: combine the drain's stop with any other reason to
+/// end a relay (e.g. a token's expiry). A plain struct (both halves `Unpin`, polled in place):
+/// it lives inside every relayed connection's task, so it adds only the two futures' bytes.
+pub struct First<A, B>(pub A, pub B);
+
+impl<A, B> Future for First<A, B>
 where
-    A: Future<Output = ()>,
-    B: Future<Output = ()>,
+    A: Future<Output = ()> + Unpin,
+    B: Future<Output = ()> + Unpin,
 {
-    let mut a = std::pin::pin!(a);
-    let mut b = std::pin::pin!(b);
-    std::future::poll_fn(|cx| {
-        if a.as_mut().poll(cx).is_ready() || b.as_mut().poll(cx).is_ready() {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        if Pin::new(&mut this.0).poll(cx).is_ready() || Pin::new(&mut this.1).poll(cx).is_ready() {
             Poll::Ready(())
         } else {
             Poll::Pending
         }
-    })
-    .await
+    }
 }
 
 /// Outcome of [`race`].
