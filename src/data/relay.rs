@@ -137,9 +137,12 @@ pub fn relay<'a, S: Future<Output = ()> + Unpin + 'a>(
         let mut up = pin!(shared.run(Direction::Up));
         let mut down = pin!(shared.run(Direction::Down));
         let (mut up_done, mut down_done) = (false, false);
+        let (stop, idle, last_active) = (&mut stop, &mut idle, &shared.last_active);
         // One task, four futures; a completed one is never polled again. Directions first, so
         // bytes already readable move before a stop or timeout is noticed in the same wake.
-        let end = poll_fn(|cx| {
+        // (`move`: the closure holds the pinned references and flags themselves, not pointers
+        // to them — fewer bytes in every idle connection's task.)
+        let end = poll_fn(move |cx| {
             for (run, done, dir) in [
                 (up.as_mut(), &mut up_done, Direction::Up),
                 (down.as_mut(), &mut down_done, Direction::Down),
@@ -157,10 +160,10 @@ pub fn relay<'a, S: Future<Output = ()> + Unpin + 'a>(
             if up_done && down_done {
                 return Poll::Ready(RelayEnd::Closed);
             }
-            if Pin::new(&mut stop).poll(cx).is_ready() {
+            if Pin::new(&mut *stop).poll(cx).is_ready() {
                 return Poll::Ready(RelayEnd::Stopped);
             }
-            if idle.poll(cx, &shared.last_active).is_ready() {
+            if idle.poll(cx, last_active).is_ready() {
                 return Poll::Ready(RelayEnd::IdleTimeout);
             }
             Poll::Pending
@@ -294,10 +297,13 @@ impl Shared<'_> {
             loop {
                 // Only `next` (one byte) is held across the boxed awaits, nothing across the
                 // readiness wait below.
-                let (next, spill) = self.copy_now(dir)?;
-                if let Some(spill) = spill {
-                    Box::pin(self.write_spill(dir, spill)).await?;
-                }
+                let next = match self.copy_now(dir)? {
+                    (next, None) => next,
+                    (next, Some(spill)) => {
+                        Box::pin(self.write_spill(dir, spill)).await?;
+                        next
+                    }
+                };
                 let eof = match next {
                     Next::Splice => matches!(Box::pin(self.splice_burst(dir)).await?, Fill::Eof),
                     Next::Wait => false,
