@@ -58,19 +58,17 @@ impl StopSignal {
     }
 }
 
-enum Slot {
-    Free,
-    Waiting(Option<Waker>),
-    Released,
-}
-
 /// A single-threaded gate many futures wait on; it opens for everyone at once ([`Gate::open`])
 /// or for a few waiters at a time ([`Gate::release`]). O(1) per poll.
+///
+/// Each registered waiter owns a slot: `Some(waker)` while it waits, `None` once let through
+/// (or after it left; left slots are reused via `free`). 16 bytes per slot and a 4-byte key:
+/// a worker has one slot per relayed connection.
 #[derive(Default)]
 pub struct Gate {
     open: Cell<bool>,
-    slots: RefCell<Vec<Slot>>,
-    free: RefCell<Vec<usize>>,
+    slots: RefCell<Vec<Option<Waker>>>,
+    free: RefCell<Vec<u32>>,
 }
 
 impl Gate {
@@ -93,28 +91,20 @@ impl Gate {
             .slots
             .borrow_mut()
             .iter_mut()
-            .filter_map(|s| match s {
-                Slot::Waiting(w) => w.take(),
-                _ => None,
-            })
+            .filter_map(Option::take)
             .collect();
         wakers.into_iter().for_each(Waker::wake);
     }
 
     /// Let up to `n` current waiters through; returns how many were released.
     pub fn release(&self, n: usize) -> usize {
-        let mut wakers = Vec::new();
-        for slot in self.slots.borrow_mut().iter_mut() {
-            if wakers.len() >= n {
-                break;
-            }
-            if let Slot::Waiting(w) = slot {
-                if let Some(w) = w.take() {
-                    wakers.push(w);
-                }
-                *slot = Slot::Released;
-            }
-        }
+        let wakers: Vec<Waker> = self
+            .slots
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(Option::take)
+            .take(n)
+            .collect();
         let count = wakers.len();
         wakers.into_iter().for_each(Waker::wake);
         count
@@ -122,18 +112,18 @@ impl Gate {
 
     /// Waiters not yet let through.
     pub fn waiting(&self) -> usize {
-        self.slots
-            .borrow()
-            .iter()
-            .filter(|s| matches!(s, Slot::Waiting(_)))
-            .count()
+        self.slots.borrow().iter().filter(|s| s.is_some()).count()
     }
 }
 
 /// See [`Gate::wait`].
+///
+/// NOTE: held by every relayed connection for its whole life, hence the `u32` key (16 bytes
+/// in all, not 24). A waiter is a connection, which holds descriptors, and the kernel caps a
+/// process below 2^30 of them (`fs.nr_open`), so a key always fits.
 pub struct GateWait<'g> {
     gate: &'g Gate,
-    key: Option<usize>,
+    key: Option<u32>,
 }
 
 impl Future for GateWait<'_> {
@@ -146,26 +136,26 @@ impl Future for GateWait<'_> {
         let gate = self.gate;
         let mut slots = gate.slots.borrow_mut();
         match self.key {
-            Some(k) => match &mut slots[k] {
-                Slot::Released => Poll::Ready(()),
-                Slot::Waiting(w) => {
-                    if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                        *w = Some(cx.waker().clone());
+            Some(k) => match &mut slots[k as usize] {
+                // Let through by `release`.
+                None => Poll::Ready(()),
+                Some(w) => {
+                    if !w.will_wake(cx.waker()) {
+                        *w = cx.waker().clone();
                     }
                     Poll::Pending
                 }
-                Slot::Free => Poll::Ready(()),
             },
             None => {
-                let waiting = Slot::Waiting(Some(cx.waker().clone()));
+                let waiting = Some(cx.waker().clone());
                 let k = match gate.free.borrow_mut().pop() {
                     Some(k) => {
-                        slots[k] = waiting;
+                        slots[k as usize] = waiting;
                         k
                     }
                     None => {
                         slots.push(waiting);
-                        slots.len() - 1
+                        (slots.len() - 1) as u32
                     }
                 };
                 drop(slots);
@@ -179,7 +169,7 @@ impl Future for GateWait<'_> {
 impl Drop for GateWait<'_> {
     fn drop(&mut self) {
         if let Some(k) = self.key {
-            self.gate.slots.borrow_mut()[k] = Slot::Free;
+            self.gate.slots.borrow_mut()[k as usize] = None;
             self.gate.free.borrow_mut().push(k);
         }
     }
@@ -219,23 +209,26 @@ impl LocalStop {
     }
 }
 
-/// Completes when either future completes (the other is dropped): combine the drain's stop
-/// with any other reason to end a relay (e.g. a token's expiry).
-pub async fn first<A, B>(a: A, b: B)
+/// Completes when either future completes: combine the drain's stop with any other reason to
+/// end a relay (e.g. a token's expiry). A plain struct (both halves `Unpin`, polled in place):
+/// it lives inside every relayed connection's task, so it adds only the two futures' bytes.
+pub struct First<A, B>(pub A, pub B);
+
+impl<A, B> Future for First<A, B>
 where
-    A: Future<Output = ()>,
-    B: Future<Output = ()>,
+    A: Future<Output = ()> + Unpin,
+    B: Future<Output = ()> + Unpin,
 {
-    let mut a = std::pin::pin!(a);
-    let mut b = std::pin::pin!(b);
-    std::future::poll_fn(|cx| {
-        if a.as_mut().poll(cx).is_ready() || b.as_mut().poll(cx).is_ready() {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        if Pin::new(&mut this.0).poll(cx).is_ready() || Pin::new(&mut this.1).poll(cx).is_ready() {
             Poll::Ready(())
         } else {
             Poll::Pending
         }
-    })
-    .await
+    }
 }
 
 /// Outcome of [`race`].
