@@ -79,17 +79,17 @@ type UringRuntime = monoio::Runtime<monoio::time::TimeDriver<IoUringDriver>>;
 /// its only submitter, so this is exact. Older kernels refuse the flags (EINVAL): then
 /// `IORING_SETUP_COOP_TASKRUN` (5.19+), then monoio's default setup.
 fn build_uring() -> io::Result<UringRuntime> {
-    let setups: [fn(&mut io_uring::Builder); 3] = [
-        |b| {
+    let setups: [(&str, fn(&mut io_uring::Builder)); 3] = [
+        ("single_issuer+defer_taskrun", |b| {
             b.setup_single_issuer().setup_defer_taskrun();
-        },
-        |b| {
+        }),
+        ("coop_taskrun", |b| {
             b.setup_coop_taskrun();
-        },
-        |_| {},
+        }),
+        ("default", |_| {}),
     ];
     let mut last = None;
-    for setup in setups {
+    for (name, setup) in setups {
         let mut urb = io_uring::IoUring::builder();
         setup(&mut urb);
         match RuntimeBuilder::<IoUringDriver>::new()
@@ -98,7 +98,10 @@ fn build_uring() -> io::Result<UringRuntime> {
             .enable_timer()
             .build()
         {
-            Ok(rt) => return Ok(rt),
+            Ok(rt) => {
+                tracing::debug!(setup = name, "io_uring ring created");
+                return Ok(rt);
+            }
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
             Err(e) => return Err(e),
         }
@@ -108,8 +111,9 @@ fn build_uring() -> io::Result<UringRuntime> {
 
 /// A listening socket with `SO_REUSEPORT` (and `SO_REUSEADDR`), so each worker owns one and
 /// the kernel spreads accepts without a shared accept lock. `TCP_NODELAY` is set here once:
-/// Linux copies it to every accepted socket, which saves a `setsockopt` per connection. Created in std form so it can be
-/// bound before the runtime exists; convert with `monoio::net::TcpListener::from_std`.
+/// Linux copies it to every accepted socket, which saves a `setsockopt` per connection.
+/// Created in std form so it can be bound before the runtime exists; convert with
+/// `monoio::net::TcpListener::from_std`.
 pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
