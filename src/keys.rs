@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::Thread;
 
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::PublicKeyComponents;
+use aws_lc_rs::signature::{self, ParsedPublicKey, RsaParameters};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey};
@@ -75,6 +78,42 @@ pub struct VerifyKey {
     pub kid: Option<String>,
     pub algs: AlgSet,
     pub key: DecodingKey,
+    /// RSA keys only: the key parsed once per allowed algorithm, for [`crate::data::verify`]'s
+    /// fast path. jsonwebtoken's aws-lc backend rebuilds an RSA key from `n`/`e` (or DER) on
+    /// every verification, which costs more than the signature check itself; a parsed key
+    /// keeps its Montgomery context. Empty for other key types (they go through jsonwebtoken).
+    pub rsa: Arc<[(Algorithm, ParsedPublicKey)]>,
+}
+
+/// The aws-lc verification algorithm of an RSA JWS `alg` (the same table as jsonwebtoken's
+/// aws-lc backend: moduli of 2048 to 8192 bits).
+fn rsa_params(alg: Algorithm) -> Option<&'static RsaParameters> {
+    Some(match alg {
+        Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
+        Algorithm::PS512 => &signature::RSA_PSS_2048_8192_SHA512,
+        _ => return None,
+    })
+}
+
+/// Parse an RSA public key (PKCS#1 `RSAPublicKey` or SPKI DER) once for each RSA algorithm in
+/// `algs`. A key aws-lc refuses gets no entry (verification then falls back to jsonwebtoken,
+/// which refuses it the same way).
+fn parse_rsa(der: &[u8], algs: AlgSet) -> Arc<[(Algorithm, ParsedPublicKey)]> {
+    ALGS.iter()
+        .filter(|a| algs.contains(**a))
+        .filter_map(|a| Some((*a, ParsedPublicKey::new(rsa_params(*a)?, der).ok()?)))
+        .collect()
+}
+
+impl VerifyKey {
+    /// The pre-parsed RSA key for `alg`, if this is an RSA key allowed to verify `alg`.
+    pub fn parsed_rsa(&self, alg: Algorithm) -> Option<&ParsedPublicKey> {
+        self.rsa.iter().find(|(a, _)| *a == alg).map(|(_, k)| k)
+    }
 }
 
 impl std::fmt::Debug for VerifyKey {
@@ -155,7 +194,7 @@ pub fn parse_jwk(jwk: &Value) -> Result<VerifyKey, String> {
     };
     let kty = jwk.get("kty").and_then(Value::as_str).unwrap_or("");
     let crv = jwk.get("crv").and_then(Value::as_str).unwrap_or("");
-    let (by_type, key) = match kty {
+    let (by_type, key, rsa_der) = match kty {
         "RSA" => {
             let n = b64(jwk, "n")?;
             let e = b64(jwk, "e")?;
@@ -166,7 +205,12 @@ pub fn parse_jwk(jwk: &Value) -> Result<VerifyKey, String> {
             if e.is_empty() || e.len() > 8 {
                 return Err("bad RSA exponent".to_string());
             }
-            (RSA_ALGS, DecodingKey::from_rsa_raw_components(&n, &e))
+            // SPKI DER of (n, e) for the pre-parsed key; None if aws-lc cannot encode it.
+            let der = PublicKeyComponents { n: &n[..], e: &e[..] }
+                .as_der()
+                .ok()
+                .map(|d| d.as_ref().to_vec());
+            (RSA_ALGS, DecodingKey::from_rsa_raw_components(&n, &e), der)
         }
         "EC" => {
             let (alg, len) = match crv {
@@ -182,14 +226,14 @@ pub fn parse_jwk(jwk: &Value) -> Result<VerifyKey, String> {
             point.push(0x04);
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
-            (AlgSet::one(alg), DecodingKey::from_ec_der(&point))
+            (AlgSet::one(alg), DecodingKey::from_ec_der(&point), None)
         }
         "OKP" if crv == "Ed25519" => {
             let x = b64(jwk, "x")?;
             if x.len() != 32 {
                 return Err("Ed25519 key of the wrong length".to_string());
             }
-            (AlgSet::one(Algorithm::EdDSA), DecodingKey::from_ed_der(&x))
+            (AlgSet::one(Algorithm::EdDSA), DecodingKey::from_ed_der(&x), None)
         }
         "OKP" => return Err(format!("OKP curve {crv:?} not supported")),
         other => return Err(format!("key type {other:?} not usable for signatures")),
@@ -199,7 +243,8 @@ pub fn parse_jwk(jwk: &Value) -> Result<VerifyKey, String> {
         Some(a) => return Err(format!("alg {a:?} does not fit a {kty} key")),
         None => by_type,
     };
-    Ok(VerifyKey { kid, algs, key })
+    let rsa = rsa_der.map_or_else(|| Arc::from([]), |der| parse_rsa(&der, algs));
+    Ok(VerifyKey { kid, algs, key, rsa })
 }
 
 fn significant_bits(be: &[u8]) -> usize {
@@ -237,9 +282,19 @@ fn parse_pem(text: &str) -> Result<(Vec<VerifyKey>, usize), String> {
 }
 
 fn pem_key(block: &[u8]) -> Option<VerifyKey> {
-    let make = |algs, key| VerifyKey { kid: None, algs, key };
+    let make = |algs, key| VerifyKey {
+        kid: None,
+        algs,
+        key,
+        rsa: Arc::from([]),
+    };
     if let Ok(k) = DecodingKey::from_rsa_pem(block) {
-        return Some(make(RSA_ALGS, k));
+        // The decoded key is PKCS#1 `RSAPublicKey` DER (jsonwebtoken unwraps SPKI).
+        let rsa = parse_rsa(k.as_bytes(), RSA_ALGS);
+        return Some(VerifyKey {
+            rsa,
+            ..make(RSA_ALGS, k)
+        });
     }
     if let Ok(k) = DecodingKey::from_ec_pem(block) {
         // The decoded key is the uncompressed point: 0x04 || x || y.
@@ -561,6 +616,14 @@ MCowBQYDK2VwAyEAOn+CTBpIcoS4dMZw0g4xP/B4rBKIdayS0/ddMOBQKyM=
         assert_eq!(keys[1].algs, AlgSet::one(Algorithm::ES256));
         assert_eq!(keys[2].algs, AlgSet::one(Algorithm::EdDSA));
         assert!(keys.iter().all(|k| k.kid.is_none()));
+        // The RSA key is pre-parsed for each RSA algorithm (verify's fast path); others are not.
+        assert!(
+            keys[0].parsed_rsa(Algorithm::RS256).is_some() && keys[0].parsed_rsa(Algorithm::PS512).is_some()
+        );
+        assert!(keys[1].rsa.is_empty() && keys[2].rsa.is_empty());
+        // A JWK bound to one algorithm is parsed for that one only.
+        let bound = parse_jwk(&rsa_jwk("b", Some("RS256"))).unwrap();
+        assert!(bound.parsed_rsa(Algorithm::RS256).is_some() && bound.parsed_rsa(Algorithm::PS256).is_none());
     }
 
     #[test]

@@ -79,7 +79,8 @@ type UringRuntime = monoio::Runtime<monoio::time::TimeDriver<IoUringDriver>>;
 /// its only submitter, so this is exact. Older kernels refuse the flags (EINVAL): then
 /// `IORING_SETUP_COOP_TASKRUN` (5.19+), then monoio's default setup.
 fn build_uring() -> io::Result<UringRuntime> {
-    let setups: [(&str, fn(&mut io_uring::Builder)); 3] = [
+    type Setup = fn(&mut io_uring::Builder);
+    let setups: [(&str, Setup); 3] = [
         ("single_issuer+defer_taskrun", |b| {
             b.setup_single_issuer().setup_defer_taskrun();
         }),

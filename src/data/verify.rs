@@ -1,6 +1,7 @@
 //! Token verification for the authorization phase (DESIGN §5, §12): JWS compact form ->
 //! header (`alg`, `kid`) -> candidate keys from the snapshot's [`KeySet`] -> signature check
-//! (jsonwebtoken) -> issuer/audience of the key's source -> the claims the gateway needs.
+//! (RSA: aws-lc with the key parsed once per key set; EC and EdDSA: jsonwebtoken) ->
+//! issuer/audience of the key's source -> the claims the gateway needs.
 //! Pure: no clock (time checks are the caller's, shared with cache hits), no I/O, no logging
 //! of the token. Errors are the static metric reasons of DESIGN §12.
 
@@ -43,7 +44,8 @@ struct Claims {
 /// `unknown_key`, `signature`, `issuer`, `audience` or `no_keys`.
 pub fn verify(token: &str, keys: &KeySet) -> Result<Verified, &'static str> {
     let mut parts = token.split('.');
-    let (Some(h64), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(h64), Some(p64), Some(s64), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err("malformed");
     };
     let header_json = URL_SAFE_NO_PAD.decode(h64).map_err(|_| "malformed")?;
@@ -58,6 +60,18 @@ pub fn verify(token: &str, keys: &KeySet) -> Result<Verified, &'static str> {
     let mut last = "signature";
     for idx in candidates {
         let (source, key) = &keys.keys[idx];
+        if let Some(parsed) = key.parsed_rsa(alg) {
+            // Fast path (RSA): the key was parsed once when the key set was built.
+            let signed = &token[..h64.len() + 1 + p64.len()];
+            let sig = URL_SAFE_NO_PAD.decode(s64).map_err(|_| "malformed")?;
+            if parsed.verify_sig(signed.as_bytes(), &sig).is_err() {
+                last = "signature";
+                continue;
+            }
+            let payload = URL_SAFE_NO_PAD.decode(p64).map_err(|_| "malformed")?;
+            let claims: Claims = serde_json::from_slice(&payload).map_err(|_| "malformed")?;
+            return check_claims(claims, &keys.bindings[*source]);
+        }
         match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
             Ok(data) => return check_claims(data.claims, &keys.bindings[*source]),
             Err(e) => {
@@ -287,5 +301,119 @@ mod tests {
         }
         let unbound = crate::keys::Binding::default();
         assert!(check_claims(claims(json!({"exp": 1, "iss": "any"})), &unbound).is_ok());
+    }
+
+    /// The RSA fast path (aws-lc key parsed once) gives exactly what jsonwebtoken gives, for
+    /// good tokens and for every way a signature can be wrong.
+    #[test]
+    fn rsa_fast_path_agrees_with_jsonwebtoken() {
+        use std::sync::Arc;
+
+        use aws_lc_rs::rand::SystemRandom;
+        use aws_lc_rs::rsa::{KeyPair, KeySize, PublicKeyComponents};
+        use aws_lc_rs::signature::{
+            KeyPair as _, RsaEncoding, RSA_PKCS1_SHA256, RSA_PKCS1_SHA384, RSA_PSS_SHA256,
+        };
+
+        use crate::config::KeySource;
+        use crate::keys::parse_jwk;
+
+        let pair = KeyPair::generate(KeySize::Rsa2048).unwrap();
+        let other = KeyPair::generate(KeySize::Rsa2048).unwrap();
+        let c = PublicKeyComponents::<Vec<u8>>::from(pair.public_key());
+        let jwk = json!({"kty": "RSA", "kid": "k1", "n": URL_SAFE_NO_PAD.encode(&c.n),
+                         "e": URL_SAFE_NO_PAD.encode(&c.e)});
+        let fast = parse_jwk(&jwk).unwrap();
+        assert!(
+            fast.parsed_rsa(Algorithm::RS256).is_some(),
+            "RSA keys are pre-parsed"
+        );
+        assert!(fast.parsed_rsa(Algorithm::ES256).is_none());
+        let slow = crate::keys::VerifyKey {
+            rsa: Arc::from([]),
+            ..fast.clone()
+        };
+        let source = KeySource {
+            source: "x".into(),
+            issuer: Some("iss".into()),
+            audience: None,
+        };
+        let set = |k: &crate::keys::VerifyKey| {
+            KeySet::build(
+                1,
+                std::slice::from_ref(&source),
+                &[Some(Arc::new(vec![k.clone()]))],
+            )
+        };
+        let (fast_set, slow_set) = (set(&fast), set(&slow));
+
+        let sign = |key: &KeyPair, enc: &'static dyn RsaEncoding, alg: &str, claims: Value| {
+            let signed = format!("{}.{}", seg(&json!({"alg": alg, "kid": "k1"})), seg(&claims));
+            let mut sig = vec![0; key.public_modulus_len()];
+            key.sign(enc, &SystemRandom::new(), signed.as_bytes(), &mut sig)
+                .unwrap();
+            format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig))
+        };
+        let good = json!({"exp": 2_000_000_000u64, "iss": "iss", "subscriptions": ["a"]});
+        let ok = sign(&pair, &RSA_PKCS1_SHA256, "RS256", good.clone());
+        let tampered = {
+            let mut p: Vec<&str> = ok.split('.').collect();
+            let body = seg(&json!({"exp": 2_000_000_000u64, "iss": "iss", "subscriptions": ["admin"]}));
+            p[1] = &body;
+            p.join(".")
+        };
+        let cases: Vec<(&str, String, Result<(), &str>)> = vec![
+            ("rs256_good", ok.clone(), Ok(())),
+            (
+                "ps256_good",
+                sign(&pair, &RSA_PSS_SHA256, "PS256", good.clone()),
+                Ok(()),
+            ),
+            (
+                "rs384_good",
+                sign(&pair, &RSA_PKCS1_SHA384, "RS384", good.clone()),
+                Ok(()),
+            ),
+            (
+                "other_key",
+                sign(&other, &RSA_PKCS1_SHA256, "RS256", good.clone()),
+                Err("signature"),
+            ),
+            ("payload_tampered", tampered, Err("signature")),
+            (
+                "alg_swapped",
+                sign(&pair, &RSA_PKCS1_SHA256, "PS256", good.clone()),
+                Err("signature"),
+            ),
+            (
+                "sig_not_base64",
+                format!("{}.!!", &ok[..ok.rfind('.').unwrap()]),
+                Err("malformed"),
+            ),
+            (
+                "sig_empty",
+                format!("{}.", &ok[..ok.rfind('.').unwrap()]),
+                Err("signature"),
+            ),
+            (
+                "wrong_issuer",
+                sign(&pair, &RSA_PKCS1_SHA256, "RS256", json!({"exp": 1, "iss": "x"})),
+                Err("issuer"),
+            ),
+            (
+                "no_exp",
+                sign(&pair, &RSA_PKCS1_SHA256, "RS256", json!({"iss": "iss"})),
+                Err("malformed"),
+            ),
+        ];
+        for (name, token, want) in &cases {
+            let (f, s) = (verify(token, &fast_set), verify(token, &slow_set));
+            assert_eq!(
+                f.as_ref().map(|_| ()).map_err(|e| *e),
+                *want,
+                "case {name}: fast path"
+            );
+            assert_eq!(f, s, "case {name}: fast and jsonwebtoken paths differ");
+        }
     }
 }
