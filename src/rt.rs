@@ -132,6 +132,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn uring_runtime_runs_io_and_timers() {
+        // Whatever setup the kernel accepts (DEFER_TASKRUN, COOP_TASKRUN or the default), the
+        // runtime must complete I/O and timers on this thread.
+        if !monoio::utils::detect_uring() {
+            return;
+        }
+        let listener = bind_reuseport("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let got = block_on(DriverKind::IoUring, async move {
+            let listener = monoio::net::TcpListener::from_std(listener).unwrap();
+            let client =
+                monoio::spawn(async move { monoio::net::TcpStream::connect(addr).await.map(|_| ()) });
+            let accepted = listener.accept().await.map(|_| ());
+            monoio::time::sleep(std::time::Duration::from_millis(1)).await;
+            (accepted.is_ok(), client.await.is_ok())
+        })
+        .unwrap();
+        assert_eq!(got, (true, true));
+    }
+
+    #[test]
     fn accepted_sockets_inherit_nodelay_from_the_listener() {
         let listener = bind_reuseport("127.0.0.1:0".parse().unwrap()).unwrap();
         listener.set_nonblocking(false).unwrap();
