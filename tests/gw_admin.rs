@@ -10,12 +10,11 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::client::{raw_request, try_ws_connect, upgrade, ws_connect, RawResponse};
+use common::client::{echo_once, raw_request, try_ws_connect, upgrade, ws_connect, RawResponse};
 use common::config::{service, Config};
 use common::eventually;
 use common::gateway::{with_loopback_admin, EchoNode, Gateway};
 use serde_json::Value;
-use tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -35,20 +34,6 @@ fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())
-}
-
-fn echo_once(ws: &mut tungstenite::WebSocket<std::net::TcpStream>, text: &str) {
-    ws.send(Message::text(text)).unwrap();
-    loop {
-        match ws.read().unwrap() {
-            Message::Text(t) => {
-                assert_eq!(t.as_str(), text);
-                return;
-            }
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
 }
 
 fn access_lines(gw: &Gateway) -> Vec<Value> {

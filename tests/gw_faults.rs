@@ -13,9 +13,9 @@ use std::io::Read;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use tungstenite::{Message, WebSocket};
+use tungstenite::Message;
 
-use common::client::{connect, raw_request, set_linger_zero, try_ws_connect, upgrade, ws_connect};
+use common::client::{connect, echo_once, raw_request, set_linger_zero, try_ws_connect, upgrade, ws_connect};
 use common::config::{service, Config};
 use common::eventually;
 use common::gateway::{EchoNode, Gateway};
@@ -23,11 +23,6 @@ use common::nodes::{ws_echo_loop, Event, Node};
 use common::wire;
 
 const WAIT: Duration = Duration::from_secs(15);
-
-fn echo_once(ws: &mut WebSocket<TcpStream>, text: &str) {
-    ws.send(Message::text(text)).unwrap();
-    assert_eq!(ws.read().unwrap(), Message::text(text), "echo of {text:?}");
-}
 
 fn node_reset_mid_stream(driver: &str) {
     // 1. two clients relayed to one node: connection #0 echoes one message, and on the next

@@ -12,27 +12,13 @@ use std::ffi::OsString;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::client::{raw_request, try_ws_connect, upgrade, ws_connect};
+use common::client::{echo_once, raw_request, try_ws_connect, upgrade, ws_connect};
 use common::config::{service, Config};
 use common::eventually;
 use common::gateway::{parse_addr_after, with_loopback_admin, EchoNode, Gateway, Process};
 use tungstenite::{Message, WebSocket};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn echo_once(ws: &mut WebSocket<TcpStream>, text: &str) {
-    ws.send(Message::text(text)).unwrap();
-    loop {
-        match ws.read().unwrap() {
-            Message::Text(t) => {
-                assert_eq!(t.as_str(), text);
-                return;
-            }
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
 
 fn close(mut ws: WebSocket<TcpStream>) {
     ws.close(None).unwrap();

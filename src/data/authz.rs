@@ -201,24 +201,12 @@ mod tests {
 
     fn svc(secured: bool, groups: &[&[&str]]) -> Service {
         Service {
-            name: "s".into(),
-            group: "g".into(),
-            label: "s/g".into(),
-            route_key: "/s/g".into(),
-            route: "/capi/s/g".into(),
-            kind: "websocket".into(),
             secured,
             subscription_groups: groups
                 .iter()
                 .map(|l| l.iter().map(|s| s.to_string()).collect())
                 .collect(),
-            root_context: String::new(),
-            keep_group: false,
-            allowed_origins: None,
-            routable: true,
-            reason: None,
-            conflicts: vec![],
-            nodes: vec![],
+            ..Service::for_test("s", "g")
         }
     }
 

@@ -374,3 +374,18 @@ pub fn set_linger_zero(s: &std::net::TcpStream) -> Result<(), String> {
         .set_linger(Some(Duration::ZERO))
         .map_err(|e| format!("SO_LINGER: {e}"))
 }
+
+/// Send one text message and wait for its echo (pings and pongs in between are skipped).
+pub fn echo_once(ws: &mut WebSocket<TcpStream>, text: &str) {
+    ws.send(tungstenite::Message::text(text)).unwrap();
+    loop {
+        match ws.read().unwrap() {
+            tungstenite::Message::Text(t) => {
+                assert_eq!(t.as_str(), text, "echo of {text:?}");
+                return;
+            }
+            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => continue,
+            other => panic!("unexpected {other:?} instead of the echo of {text:?}"),
+        }
+    }
+}
