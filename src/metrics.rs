@@ -27,6 +27,8 @@ pub mod names {
     /// (handshaking or relayed), so an operator sees a drain progress.
     pub const RELOADS_TOTAL: &str = "capi_ws_reloads_total";
     pub const OPEN_CONNECTIONS: &str = "capi_ws_open_connections";
+    /// Beyond DESIGN §8: access-log lines dropped because stdout's reader fell behind.
+    pub const ACCESS_LOG_DROPPED_TOTAL: &str = "capi_ws_access_log_dropped_total";
 }
 
 /// `status` label values (DESIGN §12: the numeric code). Every status the gateway answers plus
@@ -276,6 +278,8 @@ pub struct WorkerCounters {
     pub handshake: LocalHistogram<{ HANDSHAKE_BUCKETS.len() }>,
     /// `101` to close, for relayed connections.
     pub session: LocalHistogram<{ SESSION_BUCKETS.len() }>,
+    /// Access-log lines dropped because stdout's reader did not keep up.
+    pub access_log_dropped: LocalCounter,
 }
 
 /// Control-plane counters (Consul sync, JWKS refresh): several control threads may write, so

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::client::{echo_once, raw_request, try_ws_connect, upgrade, ws_connect, RawResponse};
 use common::config::{service, Config};
 use common::eventually;
-use common::gateway::{with_loopback_admin, EchoNode, Gateway};
+use common::gateway::{with_loopback_admin, EchoNode, Gateway, TempDir};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -267,6 +267,65 @@ fn access_log_can_be_turned_off_and_on_by_reload(driver: &str) {
     assert_eq!(lines[0]["path"], "/capi/second/dev");
 }
 
+fn stalled_stdout_reader_costs_lines_not_connections(driver: &str) {
+    // 1. The gateway's stdout is a FIFO the test holds open but does not read, so the pipe
+    //    (64 KiB) fills after a few dozen ~1.1 KB access lines.
+    // 2. 200 refused handshakes (404) on one worker are all answered within the client's
+    //    timeout: a blocking write(2) of a line would stall the worker at the first full pipe.
+    // 3. Then the FIFO is read: every line is whole JSON of one of those requests, and lines
+    //    read + capi_ws_access_log_dropped_total == requests, with some dropped.
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    const REQUESTS: usize = 200;
+    let dir = TempDir::new();
+    let fifo = dir.path().join("stdout");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    // Opened before the gateway so its `> fifo` does not wait for a reader; not read until 3.
+    let mut reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let node = EchoNode::start(driver);
+    let config = Config::new().with(service("echo", "dev", node.addr()).meta("type", "websocket"));
+    let script = format!("exec \"$0\" \"$@\" > '{}'", fifo.display());
+    let gw = Gateway::try_start_via(&["sh", "-c", &script], &config.yaml(), driver, 1, &[])
+        .unwrap_or_else(|e| panic!("gateway did not start: {e}"));
+    let path = format!("/capi/nope/dev/{}", "x".repeat(900));
+    for i in 0..REQUESTS {
+        let r = common::client::try_raw_request(gw.ws_addr(), &upgrade(&path).bytes())
+            .unwrap_or_else(|e| panic!("request {i} of {REQUESTS} not answered: {e}\n{}", gw.logs()));
+        assert_eq!(r.status, 404);
+    }
+
+    let mut text = Vec::new();
+    let mut lines = 0usize;
+    let mut dropped = 0usize;
+    eventually("every line read or counted as dropped", WAIT, || {
+        let mut chunk = [0u8; 65536];
+        while let Ok(n) = reader.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            text.extend_from_slice(&chunk[..n]);
+        }
+        lines = text.iter().filter(|&&b| b == b'\n').count();
+        let counted = "capi_ws_access_log_dropped_total";
+        dropped = sample(&metrics(&gw), counted).unwrap_or(0.0) as usize;
+        lines + dropped >= REQUESTS
+    });
+    assert_eq!(lines + dropped, REQUESTS, "{lines} lines read, {dropped} dropped");
+    assert!(dropped > 0, "the pipe never filled: {lines} lines read");
+    assert!(lines > 0, "no line got through");
+    for line in String::from_utf8(text).unwrap().lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        assert_eq!(v["status"], 404);
+        assert_eq!(v["path"], path.as_str());
+    }
+}
+
 fn untrusted_forwarded_for_is_ignored(driver: &str) {
     let node = EchoNode::start(driver);
     let config = Config::new().with(service("echo", "dev", node.addr()).meta("type", "websocket"));
@@ -335,6 +394,7 @@ drivers!(
     metrics_move_after_traffic,
     access_log,
     access_log_can_be_turned_off_and_on_by_reload,
+    stalled_stdout_reader_costs_lines_not_connections,
     untrusted_forwarded_for_is_ignored,
     preflight_allowed_headers,
     max_connections_per_worker,

@@ -94,6 +94,15 @@ pub fn render_metrics(control: &Control, now: SystemTime) -> String {
 
     header(
         &mut out,
+        names::ACCESS_LOG_DROPPED_TOTAL,
+        "counter",
+        "Access-log lines dropped because the reader of stdout did not keep up.",
+    );
+    let dropped = m.workers.sum(|w| w.access_log_dropped.get());
+    let _ = writeln!(out, "{} {dropped}", names::ACCESS_LOG_DROPPED_TOTAL);
+
+    header(
+        &mut out,
         names::UPSTREAM_CONNECT_FAILURES_TOTAL,
         "counter",
         "Failed or timed-out connects to nodes, by service.",
@@ -386,6 +395,7 @@ mod tests {
         stats.nodes[0].active.get(1).add(1);
         c.metrics.workers.get(0).unrouted_by_status[crate::metrics::status_index(404)].inc();
         c.metrics.auth_failure(1, "expired");
+        c.metrics.workers.get(1).access_log_dropped.add(3);
         c.metrics
             .workers
             .get(0)
@@ -399,6 +409,7 @@ mod tests {
             "capi_ws_node_connections_active{service=\"echo/dev\",node=\"127.0.0.1:9\"} 1",
             "capi_ws_bytes_total{service=\"echo/dev\",direction=\"up\"} 10",
             "capi_ws_auth_failures_total{reason=\"expired\"} 1",
+            "capi_ws_access_log_dropped_total 3",
             "capi_ws_handshake_duration_seconds_bucket{le=\"0.005\"} 1",
             "capi_ws_handshake_duration_seconds_bucket{le=\"0.0025\"} 0",
             "capi_ws_handshake_duration_seconds_count 1",

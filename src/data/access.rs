@@ -1,10 +1,14 @@
 //! The access log (DESIGN §10): one JSON line per connection on stdout, written by `finish`.
 //! Each worker formats into its own reusable buffer and hands the line to the kernel with one
 //! `write(2)` — no shared lock, no shared buffer; lines are kept below `PIPE_BUF` (4096) so a
-//! pipe never interleaves two of them. The `access_token` value never reaches the line.
+//! pipe never interleaves two of them. The write never blocks: when the reader falls behind,
+//! lines are dropped and counted (`capi_ws_access_log_dropped_total`), the connections go on.
+//! The `access_token` value never reaches the line.
 
 use std::io::Write;
 use std::net::IpAddr;
+use std::os::fd::RawFd;
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::ops::TrustedProxy;
@@ -121,21 +125,113 @@ pub fn format_line(rec: &AccessRecord<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"}\n");
 }
 
-/// Hand one line to stdout with a single `write(2)` (retrying only what a signal cut short).
-/// A failing stdout (closed pipe, full non-blocking pipe) loses the line, never the connection.
-pub fn write_stdout(line: &[u8]) {
+/// Where access lines go: stdout, through a descriptor on which a write never blocks, so a
+/// slow or stalled log reader (a full pipe, a paused terminal, a busy journal socket) costs lines,
+/// never the worker and the connections it serves.
+struct Sink {
+    fd: RawFd,
+    /// A socket: `send(MSG_DONTWAIT)` (no reopen needed, and `/proc/self/fd` cannot reopen one).
+    socket: bool,
+}
+
+/// How long a line already partly written may wait for the rest (sockets and terminals can take
+/// part of a line; a pipe takes a line below `PIPE_BUF` whole or not at all). Bounded so a
+/// stalled reader never holds the worker longer than this, once per such line.
+const PARTIAL_LINE_WAIT_MS: i32 = 1000;
+
+static SINK: OnceLock<Sink> = OnceLock::new();
+
+fn sink() -> &'static Sink {
+    SINK.get_or_init(|| open_sink(libc::STDOUT_FILENO))
+}
+
+/// A pipe or character device (terminal) is reopened through `/proc/self/fd` as a file
+/// description of our own with `O_NONBLOCK`, leaving the flags of the shared one (a shell's
+/// terminal, a supervisor's pipe) untouched. Regular files do not block and are used as they are.
+fn open_sink(fd: RawFd) -> Sink {
+    // SAFETY: fstat writes into `st`, a plain C struct we own.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is a descriptor number; fstat only reads it.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Sink { fd, socket: false };
+    }
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFSOCK => Sink { fd, socket: true },
+        libc::S_IFIFO | libc::S_IFCHR => {
+            let path = format!("/proc/self/fd/{fd}\0");
+            // SAFETY: `path` is NUL-terminated; open returns a new descriptor or -1.
+            let own = unsafe {
+                libc::open(
+                    path.as_ptr().cast(),
+                    libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+                )
+            };
+            if own >= 0 {
+                Sink {
+                    fd: own,
+                    socket: false,
+                }
+            } else {
+                tracing::warn!(
+                    error = %std::io::Error::last_os_error(),
+                    "access log: stdout cannot be reopened non-blocking; a stalled reader will stall workers"
+                );
+                Sink { fd, socket: false }
+            }
+        }
+        _ => Sink { fd, socket: false },
+    }
+}
+
+/// Hand one line to stdout without blocking. Returns false when the line was dropped because
+/// the reader is not keeping up (or stdout is gone); the caller counts it. A line the kernel
+/// took in part is finished within [`PARTIAL_LINE_WAIT_MS`] so lines stay whole.
+pub fn write_stdout(line: &[u8]) -> bool {
+    write_line(sink(), line)
+}
+
+fn write_line(sink: &Sink, line: &[u8]) -> bool {
     let mut rest = line;
     while !rest.is_empty() {
-        // SAFETY: fd 1 is the process's stdout; the pointer and length describe `rest`.
-        let n = unsafe { libc::write(libc::STDOUT_FILENO, rest.as_ptr().cast(), rest.len()) };
-        if n < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
+        let n = if sink.socket {
+            // SAFETY: the pointer and length describe `rest`.
+            unsafe {
+                libc::send(
+                    sink.fd,
+                    rest.as_ptr().cast(),
+                    rest.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
             }
-            return;
+        } else {
+            // SAFETY: the pointer and length describe `rest`.
+            unsafe { libc::write(sink.fd, rest.as_ptr().cast(), rest.len()) }
+        };
+        if n > 0 {
+            rest = &rest[n as usize..];
+            continue;
         }
-        rest = &rest[n as usize..];
+        if n == 0 {
+            return false;
+        }
+        let err = std::io::Error::last_os_error();
+        match err.kind() {
+            std::io::ErrorKind::Interrupted => {}
+            std::io::ErrorKind::WouldBlock if rest.len() < line.len() => {
+                let mut pfd = libc::pollfd {
+                    fd: sink.fd,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                if unsafe { libc::poll(&mut pfd, 1, PARTIAL_LINE_WAIT_MS) } <= 0 {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
     }
+    true
 }
 
 fn write_json_str(s: &str, out: &mut Vec<u8>) {
@@ -190,6 +286,78 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// Writes `line` until the sink refuses one (bounded); returns how many it took.
+    fn fill(sink: &Sink, line: &[u8]) -> usize {
+        for taken in 0..100_000 {
+            if !write_line(sink, line) {
+                return taken;
+            }
+        }
+        panic!("the sink took 100,000 lines without ever refusing one");
+    }
+
+    fn flags(fd: RawFd) -> libc::c_int {
+        // SAFETY: F_GETFL only reads the descriptor's status flags.
+        unsafe { libc::fcntl(fd, libc::F_GETFL) }
+    }
+
+    #[test]
+    fn a_full_pipe_drops_whole_lines_and_leaves_the_shared_description_blocking() {
+        // 1. stdout stand-in: a pipe whose write end is blocking (as a supervisor hands it over).
+        // 2. The sink reopens it non-blocking: the original's flags do not change.
+        // 3. Lines go in whole until the pipe is full, then are refused without blocking;
+        //    the read end holds exactly the lines taken, each complete.
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two descriptors.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        let (rd, wr) = (fds[0], fds[1]);
+        let before = flags(wr);
+        let sink = open_sink(wr);
+        assert_ne!(sink.fd, wr, "a pipe is reopened");
+        assert!(!sink.socket);
+        assert_eq!(flags(wr), before, "the shared description's flags changed");
+        assert_eq!(flags(wr) & libc::O_NONBLOCK, 0);
+        let line = [b"{\"x\":\"".as_slice(), &[b'y'; 1000], b"\"}\n"].concat();
+        let taken = fill(&sink, &line);
+        assert!(taken > 0);
+        // SAFETY: the write ends are ours; closing them lets the reader see EOF.
+        unsafe {
+            libc::close(sink.fd);
+            libc::close(wr);
+        }
+        // SAFETY: rd is the read end we own; File takes it over.
+        let mut reader = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(rd) };
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut reader, &mut got).unwrap();
+        assert_eq!(got.len(), taken * line.len());
+        assert!(got.chunks(line.len()).all(|c| c == line.as_slice()));
+    }
+
+    #[test]
+    fn a_full_socket_refuses_lines_without_blocking() {
+        let mut fds = [0; 2];
+        // SAFETY: socketpair fills two descriptors.
+        let rc = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        };
+        assert_eq!(rc, 0);
+        let sink = open_sink(fds[1]);
+        assert!(sink.socket);
+        assert_eq!(sink.fd, fds[1]);
+        let taken = fill(&sink, b"{\"line\":1}\n");
+        assert!(taken > 0);
+        // SAFETY: both ends are ours.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+    }
 
     #[test]
     fn redaction() {

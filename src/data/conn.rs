@@ -270,7 +270,9 @@ fn write_access_line(ctx: &WorkerCtx, out: &Outcome, service: &str, node: &str, 
     };
     let mut line = ctx.access_buf.borrow_mut();
     format_line(&rec, &mut line);
-    write_stdout(&line);
+    if !write_stdout(&line) {
+        ctx.metrics.workers.get(ctx.id).access_log_dropped.inc();
+    }
 }
 
 enum HeadError {
