@@ -97,6 +97,18 @@ pub fn keep_restart_only(current: &Settings, next: &mut Settings) -> Vec<(&'stat
     keep!(keys::ADMIN_ADDRESS, ops.admin_address);
     keep!("--log-level", log_level);
     keep!("--log-format", log_format);
+    // Read once at start-up by the Consul sync threads, the key-source threads and the workers'
+    // token caches: a reload cannot reach them, so say so instead of pretending. (Consul
+    // tokens print as `***`.)
+    keep!(keys::CONSUL_ENABLED, consul.enabled);
+    keep!(keys::CONSUL_HOSTS, consul.hosts);
+    keep!(keys::CONSUL_INTERVAL, consul.interval_ms);
+    keep!(keys::CONSUL_MAX_WAIT_MS, consul.max_wait_ms);
+    keep!(keys::CONSUL_RETRY_MAX_MS, consul.retry_max_ms);
+    keep!(keys::OAUTH2_ENABLED, oauth2.enabled);
+    keep!(keys::OAUTH2_KEYS, oauth2.sources);
+    keep!(keys::OAUTH2_REFRESH_INTERVAL, oauth2.refresh_interval_ms);
+    keep!(keys::OAUTH2_TOKEN_CACHE_SIZE, oauth2.token_cache_size);
     changed
 }
 
@@ -168,20 +180,35 @@ mod tests {
             ..Settings::default()
         };
         next.ops.admin_address = "127.0.0.1".into();
-        let changed: Vec<&str> = keep_restart_only(&current, &mut next)
-            .iter()
-            .map(|c| c.0)
-            .collect();
+        next.consul.hosts.push(crate::config::consul::ConsulHost {
+            endpoint: "http://127.0.0.1:8500".into(),
+            token: Some(crate::config::consul::Secret::new("acl-secret")),
+        });
+        next.oauth2.token_cache_size = 7;
+        next.oauth2.leeway_ms = 5;
+        let reported = keep_restart_only(&current, &mut next);
+        let changed: Vec<&str> = reported.iter().map(|c| c.0).collect();
         assert_eq!(
             changed,
             [
                 "capi.websocket.server.port",
                 "capi.websocket.workers",
-                "management.server.address"
+                "management.server.address",
+                "capi.consul.hosts",
+                "capi.oauth2.token-cache-size",
             ]
+        );
+        assert!(
+            reported
+                .iter()
+                .all(|(_, was, now)| !was.contains("acl-secret") && !now.contains("acl-secret")),
+            "a Consul token would be logged: {reported:?}"
         );
         assert_eq!((next.port, next.workers), (current.port, current.workers));
         assert_eq!(next.ops.admin_address, current.ops.admin_address);
+        assert_eq!(next.consul.hosts, current.consul.hosts);
+        assert_eq!(next.oauth2.token_cache_size, current.oauth2.token_cache_size);
         assert_eq!(next.connect_timeout_ms, 42, "reloadable settings apply");
+        assert_eq!(next.oauth2.leeway_ms, 5, "reloadable settings apply");
     }
 }
