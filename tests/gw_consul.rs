@@ -313,6 +313,33 @@ fn namespace_strict_and_permissive(driver: &str) {
     }
 }
 
+fn capi_instance_overrides_for_our_namespace(driver: &str) {
+    // CAPI-META `capi-instance-<ns>-<prop>` with `capi.namespace: edge`: the override secures
+    // "s" (401 without a token), puts "g" group first (/capi/dev/g), and "o", which carries
+    // overrides for another namespace only, gets no route (CAPI creates none); "p" is plain.
+    let consul = Consul::start();
+    let node = Node::ws_echo();
+    consul.register(&registration("s", "s-1", "dev", node.addr()).meta("capi-instance-edge-secured", "true"));
+    consul.register(
+        &registration("g", "g-1", "dev", node.addr()).meta("capi-instance-edge-route-group-first", "true"),
+    );
+    consul
+        .register(&registration("o", "o-1", "dev", node.addr()).meta("capi-instance-core-secured", "false"));
+    consul.register(&registration("p", "p-1", "dev", node.addr()));
+    let gw = gateway_on(&[&consul], driver, "capi.namespace: edge\n");
+    let got: Vec<u16> = [
+        "/capi/s/dev",
+        "/capi/dev/g",
+        "/capi/g/dev",
+        "/capi/o/dev",
+        "/capi/p/dev",
+    ]
+    .iter()
+    .map(|p| upgrade_status(gw.ws_addr(), p))
+    .collect();
+    assert_eq!(got, [401, 101, 404, 404, 101]);
+}
+
 fn two_hosts_are_merged(driver: &str) {
     let (c1, c2) = (Consul::start(), Consul::start());
     let (a, b, only) = (Node::ws_echo(), Node::ws_echo(), Node::ws_echo());
@@ -398,6 +425,7 @@ drivers!(
     metadata_is_honoured,
     full_mode_lists_rest_but_routes_websocket_only,
     namespace_strict_and_permissive,
+    capi_instance_overrides_for_our_namespace,
     two_hosts_are_merged,
     propagation_time_over_20_trials,
 );

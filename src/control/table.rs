@@ -123,10 +123,15 @@ fn build_service(
         }
     }
 
+    // CAPI's per-instance overrides (`capi-instance-<namespace>-<prop>`, CAPI-META) replace
+    // `secured`, `route-group-first` and `scheme` for this gateway's namespace.
+    let ns = settings.namespace.as_deref().unwrap_or("");
+    reasons.extend(override_problem(&first.meta, ns));
+
     // secured: any instance saying so wins; a value that is not a boolean fails closed.
     let mut secured = false;
     for inst in insts {
-        match meta_bool(&inst.meta, "secured") {
+        match parse_bool(meta_for(&inst.meta, ns, "secured")) {
             Ok(Some(true)) => secured = true,
             Ok(_) => {}
             Err(v) => {
@@ -148,7 +153,7 @@ fn build_service(
     }
 
     let mut flag = |key: &str| -> bool {
-        match meta_bool(&first.meta, key) {
+        match parse_bool(meta_for(&first.meta, ns, key)) {
             Ok(v) => v.unwrap_or(false),
             Err(v) => {
                 reasons.push(format!("meta {key} has a non-boolean value {v:?}"));
@@ -178,7 +183,7 @@ fn build_service(
         list
     });
 
-    let scheme = meta_str(&first.meta, "scheme").or_else(|| meta_str(&first.meta, "schema"));
+    let scheme = meta_for(&first.meta, ns, "scheme").or_else(|| meta_str(&first.meta, "schema"));
     if scheme.is_some_and(|s| s.eq_ignore_ascii_case("https")) {
         reasons.push(REASON_TLS.to_string());
     }
@@ -256,9 +261,46 @@ fn meta_str<'m>(meta: &'m BTreeMap<String, String>, key: &str) -> Option<&'m str
     meta.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
 }
 
+/// `key` for this gateway: the instance's `capi-instance-<ns>-<key>` override when the
+/// namespace is set and the override present (CAPI-META), else `key` itself.
+fn meta_for<'m>(meta: &'m BTreeMap<String, String>, ns: &str, key: &str) -> Option<&'m str> {
+    if !ns.is_empty() {
+        if let Some(v) = meta_str(meta, &format!("{OVERRIDE_PREFIX}{ns}-{key}")) {
+            return Some(v);
+        }
+    }
+    meta_str(meta, key)
+}
+
+/// Prefix of CAPI's per-instance override keys, `capi-instance-<instance>-<prop>`.
+const OVERRIDE_PREFIX: &str = "capi-instance-";
+
+/// Why CAPI would create no route from these (first instance's) keys: overrides present but none
+/// for this namespace (also when it is empty), or an override key without `-<prop>` (CAPI aborts
+/// its whole discovery cycle on one; here only this service is not routed).
+fn override_problem(meta: &BTreeMap<String, String>, ns: &str) -> Option<String> {
+    let mut any = false;
+    let mut mine = false;
+    for key in meta.keys() {
+        let Some(rest) = key.strip_prefix(OVERRIDE_PREFIX) else {
+            continue;
+        };
+        if !rest.contains('-') {
+            return Some(format!(
+                "meta key {key:?} names no property ({OVERRIDE_PREFIX}<instance>-<property>)"
+            ));
+        }
+        any = true;
+        mine |= !ns.is_empty() && rest.strip_prefix(ns).is_some_and(|r| r.starts_with('-'));
+    }
+    (any && !mine).then(|| {
+        format!("meta has {OVERRIDE_PREFIX}* overrides but none for namespace {ns:?} (CAPI routes none)")
+    })
+}
+
 /// `Ok(None)` when absent; `Err(value)` when present but not a boolean.
-fn meta_bool(meta: &BTreeMap<String, String>, key: &str) -> Result<Option<bool>, String> {
-    match meta_str(meta, key) {
+fn parse_bool(value: Option<&str>) -> Result<Option<bool>, String> {
+    match value {
         None => Ok(None),
         Some(v) if v.eq_ignore_ascii_case("true") => Ok(Some(true)),
         Some(v) if v.eq_ignore_ascii_case("false") => Ok(Some(false)),
@@ -668,6 +710,146 @@ mod tests {
             let got = snap.lookup("/alerts/dev").map_or(0, |svc| svc.nodes.len());
             assert_eq!(got, want, "{name}");
         }
+    }
+
+    #[test]
+    fn capi_instance_overrides_for_this_namespace_apply() {
+        // Each case: gateway namespace, the first instance's extra meta, then the expected
+        // (routable, secured, route key) and a fragment of the reason when not routable.
+        type Case<'a> = (
+            &'a str,
+            Option<&'a str>,
+            &'a [(&'a str, &'a str)],
+            bool,
+            bool,
+            &'a str,
+            &'a str,
+        );
+        let cases: &[Case] = &[
+            ("no overrides", Some("edge"), &[], true, false, "/chat/dev", ""),
+            (
+                "secured by override",
+                Some("edge"),
+                &[("capi-instance-edge-secured", "true")],
+                true,
+                true,
+                "/chat/dev",
+                "",
+            ),
+            (
+                "override beats the plain key",
+                Some("edge"),
+                &[("secured", "true"), ("capi-instance-edge-secured", "false")],
+                true,
+                false,
+                "/chat/dev",
+                "",
+            ),
+            (
+                "non-boolean override fails closed",
+                Some("edge"),
+                &[("capi-instance-edge-secured", "yes")],
+                false,
+                true,
+                "/chat/dev",
+                "non-boolean",
+            ),
+            (
+                "group first by override",
+                Some("edge"),
+                &[("capi-instance-edge-route-group-first", "true")],
+                true,
+                false,
+                "/dev/chat",
+                "",
+            ),
+            (
+                "https by override",
+                Some("edge"),
+                &[("capi-instance-edge-scheme", "https")],
+                false,
+                false,
+                "/chat/dev",
+                "TLS",
+            ),
+            (
+                "overrides for another namespace only",
+                Some("edge"),
+                &[("capi-instance-core-secured", "false")],
+                false,
+                false,
+                "/chat/dev",
+                "none for namespace",
+            ),
+            (
+                "overrides and no namespace",
+                None,
+                &[("capi-instance-core-secured", "false")],
+                false,
+                false,
+                "/chat/dev",
+                "none for namespace",
+            ),
+            (
+                "key without a property",
+                Some("edge"),
+                &[("capi-instance-edge", "x")],
+                false,
+                false,
+                "/chat/dev",
+                "names no property",
+            ),
+            (
+                "other namespace's override ignored when ours exists",
+                Some("edge"),
+                &[
+                    ("capi-instance-edge-scheme", "http"),
+                    ("capi-instance-core-secured", "true"),
+                ],
+                true,
+                false,
+                "/chat/dev",
+                "",
+            ),
+        ];
+        for &(name, ns, extra, routable, secured, route_key, reason) in cases {
+            let s = Settings {
+                namespace: ns.map(str::to_string),
+                ..Settings::default()
+            };
+            let mut meta = vec![("group", "dev"), WS];
+            meta.extend_from_slice(extra);
+            let snap = build(&s, vec![inst("c-1", "chat", "10.0.0.1", 1, &meta)]);
+            let svc = snap.services.iter().find(|x| x.label == "chat/dev").expect(name);
+            assert_eq!(svc.routable, routable, "{name}: {:?}", svc.reason);
+            assert_eq!(svc.secured, secured, "{name}");
+            assert_eq!(svc.route_key, route_key, "{name}");
+            let why = svc.reason.as_deref().unwrap_or("");
+            assert!(why.contains(reason), "{name}: reason {why:?} lacks {reason:?}");
+        }
+    }
+
+    #[test]
+    fn capi_instance_secured_override_on_any_node_secures_the_service() {
+        let s = Settings {
+            namespace: Some("edge".into()),
+            ..Settings::default()
+        };
+        let snap = build(
+            &s,
+            vec![
+                inst("c-1", "chat", "10.0.0.1", 1, &[("group", "dev"), WS]),
+                inst(
+                    "c-2",
+                    "chat",
+                    "10.0.0.2",
+                    1,
+                    &[("group", "dev"), WS, ("capi-instance-edge-secured", "true")],
+                ),
+            ],
+        );
+        let svc = snap.lookup("/chat/dev").unwrap();
+        assert!(svc.secured && svc.routable);
     }
 
     #[test]
