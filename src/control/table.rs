@@ -261,10 +261,12 @@ fn meta_str<'m>(meta: &'m BTreeMap<String, String>, key: &str) -> Option<&'m str
     meta.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
 }
 
-/// `key` for this gateway: the instance's `capi-instance-<ns>-<key>` override when the
-/// namespace is set and the override present (CAPI-META), else `key` itself.
+/// `key` for this gateway: the instance's `capi-instance-<ns>-<key>` override when the key is
+/// one CAPI overrides on the websocket path, the namespace is set and the override present
+/// (CAPI-META), else `key` itself.
 fn meta_for<'m>(meta: &'m BTreeMap<String, String>, ns: &str, key: &str) -> Option<&'m str> {
-    if !ns.is_empty() {
+    const OVERRIDABLE: [&str; 3] = ["secured", "route-group-first", "scheme"];
+    if !ns.is_empty() && OVERRIDABLE.contains(&key) {
         if let Some(v) = meta_str(meta, &format!("{OVERRIDE_PREFIX}{ns}-{key}")) {
             return Some(v);
         }
@@ -798,6 +800,15 @@ mod tests {
                 false,
                 "/chat/dev",
                 "names no property",
+            ),
+            (
+                "keep-group-first is not an override",
+                Some("edge"),
+                &[("capi-instance-edge-keep-group-first", "true")],
+                true,
+                false,
+                "/chat/dev",
+                "",
             ),
             (
                 "other namespace's override ignored when ours exists",
