@@ -428,7 +428,7 @@ fn namespace_keeps(inst: &Instance, settings: &Settings) -> bool {
         None if !settings.strict => true,
         Some(own) if own == ns => true,
         _ => {
-            let prefix = format!("capi-instance-{ns}-");
+            let prefix = format!("{OVERRIDE_PREFIX}{ns}-");
             inst.meta.keys().any(|k| k.starts_with(&prefix))
         }
     }

@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::ops::TrustedProxy;
+use crate::data::relay::{retry_eintr, send};
 use crate::data::upstream::is_access_token_key;
 
 /// Longest path kept in a line (the rest is cut, marked with `...`): keeps the line < PIPE_BUF.
@@ -193,31 +194,16 @@ pub fn write_stdout(line: &[u8]) -> bool {
 fn write_line(sink: &Sink, line: &[u8]) -> bool {
     let mut rest = line;
     while !rest.is_empty() {
-        let n = if sink.socket {
-            // SAFETY: the pointer and length describe `rest`.
-            unsafe {
-                libc::send(
-                    sink.fd,
-                    rest.as_ptr().cast(),
-                    rest.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                )
-            }
+        let written = if sink.socket {
+            send(sink.fd, rest)
         } else {
-            // SAFETY: the pointer and length describe `rest`.
-            unsafe { libc::write(sink.fd, rest.as_ptr().cast(), rest.len()) }
+            // SAFETY: the sink's descriptor stays open for the process; `rest` is readable.
+            retry_eintr(|| unsafe { libc::write(sink.fd, rest.as_ptr().cast(), rest.len()) })
         };
-        if n > 0 {
-            rest = &rest[n as usize..];
-            continue;
-        }
-        if n == 0 {
-            return false;
-        }
-        let err = std::io::Error::last_os_error();
-        match err.kind() {
-            std::io::ErrorKind::Interrupted => {}
-            std::io::ErrorKind::WouldBlock if rest.len() < line.len() => {
+        match written {
+            Ok(0) => return false,
+            Ok(n) => rest = &rest[n..],
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock && rest.len() < line.len() => {
                 let mut pfd = libc::pollfd {
                     fd: sink.fd,
                     events: libc::POLLOUT,
@@ -228,7 +214,7 @@ fn write_line(sink: &Sink, line: &[u8]) -> bool {
                     return false;
                 }
             }
-            _ => return false,
+            Err(_) => return false,
         }
     }
     true
@@ -332,6 +318,51 @@ mod tests {
         std::io::Read::read_to_end(&mut reader, &mut got).unwrap();
         assert_eq!(got.len(), taken * line.len());
         assert!(got.chunks(line.len()).all(|c| c == line.as_slice()));
+    }
+
+    #[test]
+    fn a_line_taken_in_part_is_finished_whole() {
+        // 1. A socket with a small send buffer and a reader draining it on another thread.
+        // 2. One 256 KiB line: the kernel takes it in parts and says EAGAIN in between; the
+        //    sink waits for writability instead of dropping the rest.
+        // 3. The reader gets the line byte for byte; the write reports success.
+        let mut fds = [0; 2];
+        // SAFETY: socketpair fills two descriptors.
+        let rc = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        };
+        assert_eq!(rc, 0);
+        // SAFETY: fds[0] is ours; File takes it over and closes it.
+        let mut reader = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[0]) };
+        let small: libc::c_int = 4096;
+        // SAFETY: SO_SNDBUF takes a c_int.
+        let rc = unsafe {
+            libc::setsockopt(
+                fds[1],
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&small as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        let line: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+        let len = line.len();
+        let drain = std::thread::spawn(move || {
+            let mut got = vec![0u8; len];
+            std::io::Read::read_exact(&mut reader, &mut got).map(|()| got)
+        });
+        let sink = open_sink(fds[1]);
+        assert!(write_line(&sink, &line), "the line was dropped part-way");
+        let got = drain.join().unwrap().unwrap();
+        assert!(got == line, "the line arrived altered");
+        // SAFETY: ours.
+        unsafe { libc::close(fds[1]) };
     }
 
     #[test]

@@ -548,9 +548,9 @@ fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 
 /// `send(2)` from `buf` without blocking and without `SIGPIPE` (`EPIPE` instead); retries
 /// `EINTR`.
-fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: `fd` is a socket owned by a `TcpStream` the caller borrows for the call; `buf` is
-    // valid and readable for `buf.len()` bytes.
+pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `fd` is a socket the caller keeps open for the call (a borrowed `TcpStream`, the
+    // access log's stdout); `buf` is valid and readable for `buf.len()` bytes.
     retry_eintr(|| unsafe {
         libc::send(
             fd,
@@ -562,7 +562,7 @@ fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
 }
 
 /// Run a byte-count syscall until it is not interrupted: `Ok(n)` for n ≥ 0, else the OS error.
-fn retry_eintr(mut call: impl FnMut() -> isize) -> io::Result<usize> {
+pub(crate) fn retry_eintr(mut call: impl FnMut() -> isize) -> io::Result<usize> {
     loop {
         let n = call();
         if n >= 0 {
